@@ -1,0 +1,1 @@
+"""One module per ``senca`` command: argument parsing, progress and errors over a pure function."""

@@ -1,0 +1,73 @@
+"""``senca preprocess``: one slide (or the rows of a samplesheet) to spots/expr/graph Parquet + .h5ad."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from senca.commands.common import log, outdir_option, quiet_option, setup_logging, user_errors
+from senca.errors import SencaError
+from senca.io.readers import read_slide
+from senca.io.samplesheet import SlideSpec, data_kind, read_samplesheet
+from senca.preprocess import PreprocessParams, preprocess_slide, write_preprocess
+
+
+def _existing(path: str | None) -> Path | None:
+    if path is None or path == "":
+        return None
+    p = Path(path)
+    if not p.exists():
+        raise SencaError("file not found", p)
+    return p.resolve()
+
+
+def slides_from_options(samplesheet: str | None, samples: tuple[str, ...], data: str | None, image: str | None,
+                        positions: str | None, labels: str | None, n_clusters: int | None) -> list[SlideSpec]:
+    """The slides to preprocess: a samplesheet's rows (optionally some of them) or one slide's files."""
+    if samplesheet is not None:
+        if data is not None:
+            raise SencaError("give either --samplesheet or --data, not both")
+        specs = read_samplesheet(samplesheet)
+        if samples:
+            known = {s.sample for s in specs}
+            unknown = [s for s in samples if s not in known]
+            if unknown:
+                raise SencaError(f"sample {unknown[0]!r} is not in the samplesheet", samplesheet)
+            specs = [s for s in specs if s.sample in samples]
+        return specs
+    if data is None or len(samples) != 1:
+        raise SencaError("give --samplesheet, or one --sample with its --data")
+    spec = SlideSpec(samples[0], _existing(data), _existing(image), _existing(positions), _existing(labels), n_clusters)
+    if data_kind(spec.data) == "st" and spec.positions is None:
+        raise SencaError("a legacy ST counts table needs --positions (spot file with pixel_x/pixel_y)", spec.data)
+    return [spec]
+
+
+@click.command("preprocess")
+@click.option("--samplesheet", type=click.Path(dir_okay=False), help="Samplesheet CSV (every row, or those named by --sample).")
+@click.option("--sample", "samples", multiple=True, help="Sample id (with --data), or a samplesheet row to run (repeatable).")
+@click.option("--data", type=click.Path(), help="Space Ranger outs/ folder, .h5ad, or legacy-ST counts .tsv[.gz].")
+@click.option("--image", type=click.Path(), help="H&E image whose pixels the spot coordinates index (jpg/png/tif).")
+@click.option("--positions", type=click.Path(), help="Legacy-ST spot file with x, y, pixel_x, pixel_y.")
+@click.option("--labels", type=click.Path(), help="Ground-truth labels (spot id or array x, y -> label).")
+@click.option("--n-clusters", type=click.IntRange(min=2), help="Number of regions expected (used by cluster).")
+@click.option("--n-hvg", type=click.IntRange(min=1), default=500, show_default=True, help="Highly variable genes kept as model input.")
+@click.option("--min-gene-counts", type=click.IntRange(min=0), default=10, show_default=True, help="Drop genes with fewer total counts.")
+@click.option("--k", type=click.IntRange(min=1), default=None, help="Neighbours per spot [default: 4 for ST, 6 for Visium].")
+@outdir_option
+@quiet_option
+@user_errors
+def preprocess(samplesheet, samples, data, image, positions, labels, n_clusters, n_hvg, min_gene_counts, k, outdir, quiet):
+    """Read a slide, filter and normalise genes, select HVGs, and build the spatial kNN graph.
+
+    Writes {s}.spots.parquet, {s}.expr.parquet, {s}.graph.parquet and {s}.h5ad into --outdir.
+    """
+    setup_logging(quiet)
+    specs = slides_from_options(samplesheet, samples, data, image, positions, labels, n_clusters)
+    params = PreprocessParams(n_hvg=n_hvg, min_gene_counts=min_gene_counts, k=k)
+    for spec in specs:  # read and check every slide's inputs first would double the I/O; fail per slide
+        raw = read_slide(spec)
+        result = preprocess_slide(raw, params, spec.n_clusters)
+        paths = write_preprocess(result, Path(outdir), params, raw.inputs)
+        log.info("%s: wrote %s", spec.sample, ", ".join(p.name for p in paths.values()))

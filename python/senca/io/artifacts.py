@@ -1,0 +1,322 @@
+"""senca's artifacts: Parquet tables (and a few other files) that stages pass to each other.
+
+Every stage reads and writes through this module, so no stage parses another's files by hand:
+
+* tables are Parquet with a ``senca`` key in the schema metadata holding JSON provenance
+  (artifact format, senca version, kind, sample, stage, parameters, input checksums, extras);
+* each kind has a schema (required columns and their types) checked on write and on read, and a
+  reader says exactly which file and column is wrong;
+* every write goes to a temporary file in the destination folder and is renamed into place, so a
+  crash or a killed job never leaves a half-written artifact that ``-resume`` would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from senca import ARTIFACT_FORMAT, __version__
+from senca.errors import SencaError
+
+META_KEY = b"senca"
+EMB_PREFIX = "emb_"
+
+# kind -> {column: type family}; "emb" means "one or more float columns emb_0..emb_{d-1}",
+# "genes" means "one or more float columns (gene names)". Families: str, float, int.
+SCHEMAS: dict[str, dict[str, str]] = {
+    "spots": {"spot_id": "str", "pixel_x": "float", "pixel_y": "float", "array_row": "float",
+              "array_col": "float", "label": "str?"},
+    "expr": {"spot_id": "str", "*": "genes"},
+    "graph": {"source": "int", "target": "int", "distance": "float"},
+    "patches": {"spot_id": "str", "*": "emb"},
+    "embeddings": {"spot_id": "str", "*": "emb"},
+    "train_log": {"epoch": "int", "step": "int", "loss": "float"},
+    "clusters": {"spot_id": "str", "cluster": "int", "label": "str?"},
+    "markers": {"cluster": "str", "rank": "int", "gene": "str", "score": "float",
+                "logfoldchange": "float", "pval": "float", "pval_adj": "float"},
+    "metrics": {"sample": "str", "ari": "float", "nmi": "float", "n_spots": "int", "n_excluded": "int"},
+    "summary": {"sample": "str"},
+}
+
+ROW_GROUP_SIZE = 65_536  # bounded memory when a reader streams a big slide's table
+
+
+@dataclass
+class Provenance:
+    """Who made an artifact, from what, and how: stored in every artifact's metadata."""
+
+    kind: str
+    sample: str
+    stage: str
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)  # input name -> sha256
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": ARTIFACT_FORMAT,
+            "senca_version": __version__,
+            "kind": self.kind,
+            "sample": self.sample,
+            "stage": self.stage,
+            "params": _jsonable(self.params),
+            "inputs": dict(self.inputs),
+            **_jsonable(self.extra),
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    """Make parameters JSON-safe (paths, numpy scalars, tuples) so metadata never fails to write."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# ----------------------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
+
+    The temporary file keeps ``path``'s suffix so libraries that infer a format from it still work.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are shared like any output
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def file_checksum(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, or of a folder's files (names and contents, sorted) for Space Ranger outs/."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- schema checks
+def _family(arrow_type: pa.DataType) -> str:
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_dictionary(arrow_type):
+        return "str"
+    if pa.types.is_floating(arrow_type):
+        return "float"
+    if pa.types.is_integer(arrow_type):
+        return "int"
+    if pa.types.is_null(arrow_type):
+        return "null"
+    return str(arrow_type)
+
+
+def _check_schema(schema: pa.Schema, kind: str, where: str | Path) -> None:
+    if kind not in SCHEMAS:
+        raise SencaError(f"unknown artifact kind {kind!r}", where)
+    spec = SCHEMAS[kind]
+    names = schema.names
+    for column, family in spec.items():
+        if column == "*":
+            continue
+        optional = family.endswith("?")
+        if column not in names:
+            if optional:
+                continue
+            raise SencaError(f"{kind} artifact is missing required column {column!r}", where)
+        found = _family(schema.field(column).type)
+        want = family.rstrip("?")
+        if found != want and not (optional and found == "null") and not (want == "float" and found == "int"):
+            raise SencaError(f"column {column!r} has type {schema.field(column).type}, expected {want}", where)
+    rest = spec.get("*")
+    if rest == "emb":
+        emb = [n for n in names if n.startswith(EMB_PREFIX)]
+        if not emb:
+            raise SencaError(f"{kind} artifact has no {EMB_PREFIX}* columns", where)
+        expected = [f"{EMB_PREFIX}{i}" for i in range(len(emb))]
+        if emb != expected:
+            raise SencaError(f"{kind} artifact's embedding columns are not {EMB_PREFIX}0..{EMB_PREFIX}{len(emb) - 1}", where)
+        bad = [n for n in emb if _family(schema.field(n).type) != "float"]
+        if bad:
+            raise SencaError(f"embedding column {bad[0]!r} is not float", where)
+    elif rest == "genes":
+        genes = [n for n in names if n != "spot_id"]
+        if not genes:
+            raise SencaError(f"{kind} artifact has no gene columns", where)
+        bad = [n for n in genes if _family(schema.field(n).type) != "float"]
+        if bad:
+            raise SencaError(f"gene column {bad[0]!r} is not float", where)
+
+
+# ----------------------------------------------------------------------------- tables
+def write_table(df: pd.DataFrame, path: str | Path, provenance: Provenance) -> Path:
+    """Check ``df`` against its kind's schema and write it atomically with provenance metadata."""
+    path = Path(path)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    _check_schema(table.schema, provenance.kind, path)
+    if "spot_id" in table.schema.names:
+        ids = df["spot_id"]
+        if ids.isna().any():
+            raise SencaError("spot_id has missing values", path)
+        if provenance.kind not in ("markers",) and ids.duplicated().any():
+            raise SencaError(f"duplicated spot id {ids[ids.duplicated()].iloc[0]!r}", path)
+    metadata = dict(table.schema.metadata or {})
+    metadata[META_KEY] = json.dumps(provenance.to_json(), sort_keys=True).encode()
+    table = table.replace_schema_metadata(metadata)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd")
+    return path
+
+
+def read_meta(path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """Provenance of an artifact, refusing files senca did not write or an incompatible format."""
+    path = Path(path)
+    if not path.exists():
+        raise SencaError("file not found", path)
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise SencaError(f"not a readable Parquet file ({type(exc).__name__}: {exc})", path) from None
+    raw = (schema.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise SencaError("not a senca artifact (no senca metadata)", path)
+    meta = json.loads(raw)
+    check_format(meta, path)
+    if kind is not None and meta.get("kind") != kind:
+        raise SencaError(f"expected a {kind} artifact, found {meta.get('kind')!r}", path)
+    return meta
+
+
+def check_format(meta: Mapping[str, Any], path: str | Path) -> None:
+    """Refuse artifacts written in another artifact format (an incompatible senca version)."""
+    if str(meta.get("format")) != ARTIFACT_FORMAT:
+        raise SencaError(
+            f"written by senca {meta.get('senca_version', '?')} in artifact format {meta.get('format')!r}; "
+            f"this senca {__version__} reads format {ARTIFACT_FORMAT!r}: rerun the stage that made it",
+            path,
+        )
+
+
+def read_table(path: str | Path, kind: str, columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read an artifact of ``kind``: (DataFrame, provenance), with schema and format checked."""
+    path = Path(path)
+    meta = read_meta(path, kind)
+    try:
+        table = pq.read_table(path, columns=list(columns) if columns is not None else None)
+    except Exception as exc:
+        raise SencaError(f"cannot read table ({type(exc).__name__}: {exc})", path) from None
+    if columns is None:
+        _check_schema(table.schema, kind, path)
+    return table.to_pandas(), meta
+
+
+def is_complete(path: str | Path, kind: str, inputs: Mapping[str, str] | None = None) -> bool:
+    """True when ``path`` is a valid artifact of ``kind`` made from exactly ``inputs`` (for resume)."""
+    try:
+        meta = read_meta(path, kind)
+    except SencaError:
+        return False
+    return inputs is None or meta.get("inputs") == dict(inputs)
+
+
+# ----------------------------------------------------------------------------- embeddings
+def embedding_frame(spot_ids: Sequence[str], matrix: np.ndarray) -> pd.DataFrame:
+    """A table of ``spot_id`` plus float32 columns ``emb_0..emb_{d-1}``."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    columns = {f"{EMB_PREFIX}{i}": matrix[:, i] for i in range(matrix.shape[1])}
+    return pd.DataFrame({"spot_id": pd.Series(list(spot_ids), dtype=str), **columns})
+
+
+def embedding_matrix(df: pd.DataFrame) -> np.ndarray:
+    """The ``emb_*`` columns of a table as a float32 (spots x d) matrix, in column order."""
+    names = [c for c in df.columns if c.startswith(EMB_PREFIX)]
+    names.sort(key=lambda c: int(c[len(EMB_PREFIX):]))
+    return df[names].to_numpy(dtype=np.float32)
+
+
+def align_to_spots(df: pd.DataFrame, spot_ids: Sequence[str], where: str | Path) -> pd.DataFrame:
+    """Reorder ``df`` to ``spot_ids``; a spot missing from ``df`` is an error that names it."""
+    indexed = df.set_index("spot_id")
+    missing = pd.Index(spot_ids).difference(indexed.index)
+    if len(missing):
+        raise SencaError(f"{len(missing)} spot(s) missing, e.g. spot {missing[0]!r}", where)
+    return indexed.loc[list(spot_ids)].reset_index()
+
+
+# ----------------------------------------------------------------------------- other files
+def save_torch(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` atomically (tensors, dicts and plain values only: loadable with weights_only)."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def load_torch(path: str | Path) -> Any:
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise SencaError("file not found", path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SencaError(f"not a loadable PyTorch file ({type(exc).__name__}: {exc})", path) from None
+
+
+def write_h5ad(adata: Any, path: str | Path) -> Path:
+    """Write an AnnData atomically (compressed), with senca provenance in ``uns['senca']``."""
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp, compression="gzip")
+    return Path(path)
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
+    return Path(path)
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Save a matplotlib figure atomically and close it (PNG metadata stripped for reproducibility)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png",
+                    metadata={"Software": None} if str(path).endswith(".png") else None)
+    plt.close(fig)
+    return Path(path)

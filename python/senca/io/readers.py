@@ -1,0 +1,391 @@
+"""Readers for the three kinds of slide users have, into one in-memory shape (:class:`RawSlide`).
+
+* Space Ranger ``outs/``: ``filtered_feature_bc_matrix.h5`` (scanpy's 10x reader),
+  ``spatial/tissue_positions.parquet|.csv`` (Space Ranger >= 2, header) or ``tissue_positions_list.csv``
+  (1.x, no header), ``scalefactors_json.json`` and the hires/lowres PNGs;
+* an ``.h5ad`` with ``obsm['spatial']`` (and optionally ``uns['spatial']`` images);
+* a legacy ST slide: a spots x genes counts table whose spot ids are ``XxY`` array coordinates, and a
+  spot file with ``x``, ``y``, ``pixel_x``, ``pixel_y``.
+
+Every reader checks what it reads and raises :class:`SencaError` naming the file and the column or spot.
+Pixel coordinates are always returned in the frame of the image the slide will use (see
+:func:`choose_image`), so later stages never rescale.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from senca.errors import SencaError
+from senca.io.samplesheet import SlideSpec
+
+log = logging.getLogger("senca")
+
+MISSING_LABELS = {"", "na", "nan", "none", "undetermined", "unknown"}
+_POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
+
+
+@dataclass
+class ImageInfo:
+    """Which H&E image the slide uses and how its pixel coordinates were scaled into it."""
+
+    path: Path | None = None
+    source: str = "none"  # samplesheet | fullres | hires | lowres | h5ad:<key> | none
+    scale: float = 1.0  # pixel = original coordinate * scale
+    array: np.ndarray | None = None  # an image held inside an .h5ad (written out by preprocess)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": None if self.path is None else str(self.path), "source": self.source, "scale": self.scale}
+
+
+@dataclass
+class RawSlide:
+    """A slide as read: raw counts (spots x genes), coordinates, image choice and optional labels."""
+
+    sample: str
+    platform: str  # st | visium | h5ad
+    counts: sp.csr_matrix
+    spot_ids: list[str]
+    genes: list[str]
+    coords: pd.DataFrame  # index spot_id; pixel_x, pixel_y, array_row, array_col
+    image: ImageInfo = field(default_factory=ImageInfo)
+    labels: pd.Series | None = None  # index spot_id; NaN where unlabelled
+    inputs: dict[str, Path] = field(default_factory=dict)  # name -> file, for checksums
+
+    @property
+    def n_spots(self) -> int:
+        return self.counts.shape[0]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _read_table(path: Path, **kwargs: Any) -> pd.DataFrame:
+    """Read a CSV/TSV (optionally gzipped), sniffing the separator; errors name the file."""
+    name = path.name.lower().removesuffix(".gz")
+    sep = "," if name.endswith(".csv") else None
+    try:
+        if sep is None:
+            with _open_text(path) as handle:
+                first = handle.readline()
+            sep = "\t" if "\t" in first else ("," if "," in first else r"\s+")
+        return pd.read_csv(path, sep=sep, engine="c" if sep != r"\s+" else "python", **kwargs)
+    except (EOFError, OSError, UnicodeDecodeError) as exc:
+        raise SencaError(f"cannot read ({type(exc).__name__}: {exc})", path) from None
+    except pd.errors.EmptyDataError:
+        raise SencaError("file is empty", path) from None
+    except pd.errors.ParserError as exc:
+        raise SencaError(f"malformed table ({str(exc).splitlines()[0]})", path) from None
+
+
+def _open_text(path: Path):
+    import gzip
+
+    return gzip.open(path, "rt") if path.name.endswith(".gz") else open(path, encoding="utf-8", errors="replace")
+
+
+def _raw_header(path: Path) -> list[str]:
+    """Column names exactly as written (pandas would rename a duplicate ``G`` to ``G.1``)."""
+    with _open_text(path) as handle:
+        first = handle.readline().rstrip("\r\n")
+    sep = "\t" if "\t" in first else ("," if "," in first else None)
+    return [name.strip().strip('"') for name in first.split(sep)]
+
+
+def _numeric_column(df: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    if column not in df.columns:
+        raise SencaError(f"missing column {column!r} (has: {', '.join(map(str, df.columns))})", path)
+    values = pd.to_numeric(df[column], errors="coerce")
+    bad = values.isna() & df[column].notna()
+    if bad.any() or values.isna().any():
+        first = df.index[(bad | values.isna()).to_numpy()][0]
+        raise SencaError(f"column {column!r} has a non-numeric value {df.loc[first, column]!r} (row {first})", path)
+    return values.to_numpy(dtype=np.float64)
+
+
+def _check_counts(counts: sp.csr_matrix, spot_ids: list[str], genes: list[str], path: Path) -> None:
+    """Refuse empty matrices, NaN/negative counts and duplicated spot or gene names."""
+    if counts.shape[0] == 0 or counts.shape[1] == 0:
+        raise SencaError(f"empty count matrix ({counts.shape[0]} spots x {counts.shape[1]} genes)", path)
+    data = counts.data
+    if data.size and not np.all(np.isfinite(data)):
+        row = int(np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))[~np.isfinite(data)][0])
+        raise SencaError(f"non-finite count at spot {spot_ids[row]!r}", path)
+    if data.size and data.min() < 0:
+        row = int(np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))[data < 0][0])
+        raise SencaError(f"negative count at spot {spot_ids[row]!r}", path)
+    ids = pd.Index(spot_ids)
+    if ids.has_duplicates:
+        raise SencaError(f"duplicated spot id {ids[ids.duplicated()][0]!r}", path)
+    gene_index = pd.Index(genes)
+    if gene_index.has_duplicates:
+        raise SencaError(f"duplicated gene name {gene_index[gene_index.duplicated()][0]!r}", path)
+
+
+# ----------------------------------------------------------------------------- legacy ST
+def st_spot_id(x: Any, y: Any) -> pd.Index:
+    """Legacy-ST spot ids ``XxY`` from (possibly refined, fractional) array coordinates."""
+    xs = np.rint(np.asarray(x, dtype=float)).astype(int)
+    ys = np.rint(np.asarray(y, dtype=float)).astype(int)
+    return pd.Index([f"{a}x{b}" for a, b in zip(xs, ys, strict=True)])
+
+
+def read_legacy_st(counts_path: Path, positions_path: Path) -> tuple[sp.csr_matrix, list[str], list[str], pd.DataFrame]:
+    """Counts (spots x genes, ``XxY`` ids) joined to the spot file's pixel coordinates."""
+    table = _read_table(counts_path, index_col=0)
+    table.index = table.index.astype(str)
+    genes = _raw_header(counts_path)[-table.shape[1]:] if table.shape[1] else []  # pandas renames duplicates
+    values = table.apply(pd.to_numeric, errors="coerce")
+    if values.isna().to_numpy().any():
+        r, c = np.argwhere(values.isna().to_numpy())[0]
+        raise SencaError(f"non-numeric count {table.iat[r, c]!r} at spot {table.index[r]!r}, gene {genes[c]!r}", counts_path)
+    counts = sp.csr_matrix(values.to_numpy(dtype=np.float32))
+    spot_ids = list(table.index)
+    _check_counts(counts, spot_ids, genes, counts_path)
+
+    spots = _read_table(positions_path)
+    for column in ("x", "y", "pixel_x", "pixel_y"):
+        _numeric_column(spots, column, positions_path)
+    if "selected" in spots.columns:
+        spots = spots[pd.to_numeric(spots["selected"], errors="coerce").fillna(0) > 0]
+    spots = spots.copy()
+    spots.index = st_spot_id(spots["x"], spots["y"])
+    if spots.index.has_duplicates:
+        raise SencaError(f"two spots share array position {spots.index[spots.index.duplicated()][0]!r}", positions_path)
+    common = pd.Index(spot_ids).intersection(spots.index, sort=False)
+    if len(common) == 0:
+        raise SencaError(
+            f"no spot in common with the counts {counts_path.name} (counts ids like {spot_ids[0]!r}, "
+            f"positions give {spots.index[0] if len(spots) else 'none'!r})",
+            positions_path,
+        )
+    dropped = len(spot_ids) - len(common)
+    if dropped:
+        log.info("%s: %d spot(s) without a position dropped", counts_path.name, dropped)
+    rows = pd.Index(spot_ids).get_indexer(common)
+    coords = pd.DataFrame(
+        {
+            "pixel_x": spots.loc[common, "pixel_x"].astype(float).to_numpy(),
+            "pixel_y": spots.loc[common, "pixel_y"].astype(float).to_numpy(),
+            "array_row": spots.loc[common, "y"].astype(float).to_numpy(),
+            "array_col": spots.loc[common, "x"].astype(float).to_numpy(),
+        },
+        index=common,
+    )
+    return counts[rows], list(common), genes, coords
+
+
+# ----------------------------------------------------------------------------- Space Ranger
+def _positions_file(spatial: Path) -> Path:
+    for name in ("tissue_positions.parquet", "tissue_positions.csv", "tissue_positions_list.csv"):
+        if (spatial / name).exists():
+            return spatial / name
+    raise SencaError("no tissue_positions.parquet, tissue_positions.csv or tissue_positions_list.csv", spatial)
+
+
+def read_tissue_positions(path: Path) -> pd.DataFrame:
+    """Space Ranger spot positions, with or without header (1.x), CSV or Parquet; index barcode."""
+    if path.suffix == ".parquet":
+        try:
+            table = pd.read_parquet(path)
+        except Exception as exc:
+            raise SencaError(f"cannot read ({type(exc).__name__})", path) from None
+    else:
+        with _open_text(path) as handle:
+            first = handle.readline()
+        has_header = first.lower().startswith("barcode")
+        table = _read_table(path, header=0 if has_header else None)
+        if not has_header:
+            if table.shape[1] != len(_POSITION_COLUMNS):
+                raise SencaError(f"expected {len(_POSITION_COLUMNS)} columns {_POSITION_COLUMNS}, found {table.shape[1]}", path)
+            table.columns = _POSITION_COLUMNS
+    missing = [c for c in _POSITION_COLUMNS if c not in table.columns]
+    if missing:
+        raise SencaError(f"missing column(s) {', '.join(missing)}", path)
+    table["barcode"] = table["barcode"].astype(str)
+    table = table.set_index("barcode")
+    for column in _POSITION_COLUMNS[1:]:
+        table[column] = _numeric_column(table, column, path)
+    return table
+
+
+def _scalefactors(spatial: Path) -> dict[str, float]:
+    path = spatial / "scalefactors_json.json"
+    if not path.exists():
+        return {}
+    try:
+        return {k: float(v) for k, v in json.loads(path.read_text()).items()}
+    except (ValueError, TypeError) as exc:
+        raise SencaError(f"not valid scale-factor JSON ({exc})", path) from None
+
+
+def choose_visium_image(spatial: Path, image: Path | None, factors: dict[str, float]) -> ImageInfo:
+    """The highest-resolution image: the samplesheet's (full-res) > hires > lowres > none."""
+    if image is not None:
+        return ImageInfo(image, "samplesheet", 1.0)
+    for source, name, key in (("hires", "tissue_hires_image.png", "tissue_hires_scalef"),
+                              ("lowres", "tissue_lowres_image.png", "tissue_lowres_scalef")):
+        if (spatial / name).exists():
+            if key not in factors:
+                raise SencaError(f"{name} present but {key} missing", spatial / "scalefactors_json.json")
+            if source == "lowres":
+                log.warning("%s: no full-resolution or hires image; using the lowres image (%s)", spatial, name)
+            return ImageInfo(spatial / name, source, factors[key])
+    return ImageInfo()
+
+
+def read_spaceranger(outs: Path, image: Path | None = None) -> tuple[sp.csr_matrix, list[str], list[str], pd.DataFrame, ImageInfo, dict[str, Path]]:
+    """A Space Ranger ``outs/`` folder: in-tissue spots with counts and coordinates."""
+    import scanpy as sc
+
+    matrix = outs / "filtered_feature_bc_matrix.h5"
+    if not matrix.exists():
+        raise SencaError("no filtered_feature_bc_matrix.h5 in this Space Ranger outs/ folder", outs)
+    try:
+        adata = sc.read_10x_h5(matrix)
+    except Exception as exc:
+        raise SencaError(f"not a readable 10x HDF5 matrix ({type(exc).__name__}: {exc})", matrix) from None
+    adata.var_names_make_unique()  # 10x symbol duplicates are expected; Space Ranger's own convention
+    spatial = outs / "spatial"
+    positions_path = _positions_file(spatial)
+    positions = read_tissue_positions(positions_path)
+    positions = positions[positions["in_tissue"] > 0]
+    common = adata.obs_names.intersection(positions.index, sort=False)
+    if len(common) == 0:
+        raise SencaError(f"no barcode in common with {matrix.name}", positions_path)
+    adata = adata[common]
+    factors = _scalefactors(spatial)
+    info = choose_visium_image(spatial, image, factors)
+    pos = positions.loc[common]
+    coords = pd.DataFrame(
+        {
+            "pixel_x": pos["pxl_col_in_fullres"].to_numpy(float) * info.scale,
+            "pixel_y": pos["pxl_row_in_fullres"].to_numpy(float) * info.scale,
+            "array_row": pos["array_row"].to_numpy(float),
+            "array_col": pos["array_col"].to_numpy(float),
+        },
+        index=common,
+    )
+    counts = sp.csr_matrix(adata.X, dtype=np.float32)
+    spot_ids, genes = list(map(str, common)), list(map(str, adata.var_names))
+    _check_counts(counts, spot_ids, genes, matrix)
+    return counts, spot_ids, genes, coords, info, {"matrix": matrix, "positions": positions_path}
+
+
+# ----------------------------------------------------------------------------- h5ad
+def read_h5ad_slide(path: Path, image: Path | None = None) -> tuple[sp.csr_matrix, list[str], list[str], pd.DataFrame, ImageInfo]:
+    """An ``.h5ad`` with ``obsm['spatial']``; raw counts from ``layers['counts']`` when present, else X."""
+    import anndata as ad
+
+    try:
+        adata = ad.read_h5ad(path)
+    except Exception as exc:
+        raise SencaError(f"not a readable .h5ad ({type(exc).__name__}: {exc})", path) from None
+    if "spatial" not in adata.obsm:
+        raise SencaError("no obsm['spatial'] coordinates", path)
+    xy = np.asarray(adata.obsm["spatial"], dtype=float)
+    if xy.ndim != 2 or xy.shape[1] < 2:
+        raise SencaError(f"obsm['spatial'] must be spots x 2, found shape {xy.shape}", path)
+    if not np.all(np.isfinite(xy[:, :2])):
+        bad = int(np.where(~np.isfinite(xy[:, :2]).all(axis=1))[0][0])
+        raise SencaError(f"obsm['spatial'] has a non-finite coordinate at spot {adata.obs_names[bad]!r}", path)
+    x = adata.layers.get("counts", adata.X)
+    counts = sp.csr_matrix(x, dtype=np.float32)
+    if counts.data.size and not np.allclose(counts.data[: 10_000], np.round(counts.data[: 10_000])):
+        log.warning("%s: X does not look like raw counts (non-integers); put counts in layers['counts']", path)
+    spot_ids, genes = list(map(str, adata.obs_names)), list(map(str, adata.var_names))
+    _check_counts(counts, spot_ids, genes, path)
+    info = ImageInfo(image, "samplesheet", 1.0) if image is not None else _h5ad_image(adata)
+    obs = adata.obs
+    coords = pd.DataFrame(
+        {
+            "pixel_x": xy[:, 0] * info.scale,
+            "pixel_y": xy[:, 1] * info.scale,
+            "array_row": pd.to_numeric(obs["array_row"], errors="coerce").to_numpy(float) if "array_row" in obs else np.nan,
+            "array_col": pd.to_numeric(obs["array_col"], errors="coerce").to_numpy(float) if "array_col" in obs else np.nan,
+        },
+        index=pd.Index(spot_ids),
+    )
+    return counts, spot_ids, genes, coords, info
+
+
+def _h5ad_image(adata: Any) -> ImageInfo:
+    """The highest-resolution image Squidpy/Scanpy keep in ``uns['spatial'][library]``, if any."""
+    libraries = adata.uns.get("spatial", {}) if isinstance(adata.uns.get("spatial"), dict) else {}
+    for library in libraries.values():
+        images = library.get("images", {}) or {}
+        factors = library.get("scalefactors", {}) or {}
+        for key in ("hires", "lowres"):
+            if key in images and f"tissue_{key}_scalef" in factors:
+                return ImageInfo(None, f"h5ad:{key}", float(factors[f"tissue_{key}_scalef"]), np.asarray(images[key]))
+    return ImageInfo()
+
+
+# ----------------------------------------------------------------------------- labels
+def read_labels(path: Path, spot_ids: list[str], coords: pd.DataFrame) -> pd.Series:
+    """Ground-truth labels keyed by spot id (``barcode``/``spot_id``/first column) or by array x, y.
+
+    Legacy-ST label files (``x``, ``y``, ``label``) join by rounding x, y to ``XxY`` ids; their pixel
+    columns are in another image's frame and are never used. Rows for spots that do not exist are
+    counted and logged; a file that matches no spot at all is an error (the wrong slide's labels).
+    Labels such as ``undetermined``/``NA`` are kept as given; evaluation excludes them.
+    """
+    table = _read_table(path)
+    columns = {c.lower(): c for c in map(str, table.columns)}
+    label_column = columns.get("label") or columns.get("labels") or columns.get("ground_truth")
+    if label_column is None:
+        if table.shape[1] == 2:
+            label_column = table.columns[1]
+        else:
+            raise SencaError("no 'label' column", path)
+    if "x" in columns and "y" in columns:
+        x = _numeric_column(table, columns["x"], path)
+        y = _numeric_column(table, columns["y"], path)
+        ids = st_spot_id(x, y)
+    else:
+        id_column = columns.get("barcode") or columns.get("spot_id") or columns.get("spot") or table.columns[0]
+        ids = pd.Index(table[id_column].astype(str))
+    labels = pd.Series(table[label_column].to_numpy(), index=ids).astype("string")
+    if labels.index.has_duplicates:
+        raise SencaError(f"spot {labels.index[labels.index.duplicated()][0]!r} is labelled twice", path)
+    known = pd.Index(spot_ids)
+    matched = labels.index.intersection(known)
+    if len(matched) == 0:
+        raise SencaError(f"no label row matches a spot of this slide (labels ids like {labels.index[0]!r}, spots like {spot_ids[0]!r})", path)
+    extra = len(labels) - len(matched)
+    if extra:
+        log.info("%s: %d label row(s) name spots this slide does not have; ignored", path.name, extra)
+    return labels.reindex(known)
+
+
+# ----------------------------------------------------------------------------- dispatch
+def read_slide(spec: SlideSpec) -> RawSlide:
+    """Read the slide a samplesheet row describes, whatever its kind."""
+    inputs: dict[str, Path] = {"data": spec.data}
+    kind = spec.kind
+    if kind == "st":
+        assert spec.positions is not None
+        counts, spot_ids, genes, coords = read_legacy_st(spec.data, spec.positions)
+        image = ImageInfo(spec.image, "samplesheet", 1.0) if spec.image is not None else ImageInfo()
+        inputs["positions"] = spec.positions
+        platform = "st"
+    elif kind == "visium":
+        counts, spot_ids, genes, coords, image, files = read_spaceranger(spec.data, spec.image)
+        inputs = files
+        platform = "visium"
+    else:
+        counts, spot_ids, genes, coords, image = read_h5ad_slide(spec.data, spec.image)
+        platform = "h5ad"
+    if image.path is not None:
+        inputs["image"] = image.path
+    labels = None
+    if spec.labels is not None:
+        labels = read_labels(spec.labels, spot_ids, coords)
+        inputs["labels"] = spec.labels
+    return RawSlide(spec.sample, platform, counts, spot_ids, genes, coords, image, labels, inputs)

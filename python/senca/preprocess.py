@@ -1,0 +1,173 @@
+"""Preprocess one slide (paper 3.1): genes filtered, normalised, log1p, HVGs, spatial kNN graph.
+
+``preprocess_slide`` is the pure work; ``write_preprocess`` writes the four artifacts atomically:
+``{s}.spots.parquet`` (coordinates, labels, image choice), ``{s}.expr.parquet`` (HVG matrix, the
+model's input), ``{s}.graph.parquet`` (kNN edges) and ``{s}.h5ad`` (all kept genes, for markers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from senca.errors import SencaError
+from senca.graph import default_k, knn_edges, median_spot_pitch
+from senca.io.artifacts import Provenance, atomic_path, file_checksum, write_h5ad, write_table
+from senca.io.readers import RawSlide
+
+log = logging.getLogger("senca")
+
+STAGE = "preprocess"
+NORMALISE_TARGET = 1e4
+
+
+@dataclass
+class PreprocessParams:
+    """The knobs of paper section 3.1 (defaults from section 4.1)."""
+
+    n_hvg: int = 500
+    min_gene_counts: int = 10
+    k: int | None = None  # None: 4 for ST, 6 for Visium, detected for .h5ad
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n_hvg": self.n_hvg, "min_gene_counts": self.min_gene_counts, "k": self.k,
+                "normalise_target_sum": NORMALISE_TARGET, "hvg_flavor": "seurat (normalised dispersion)"}
+
+
+@dataclass
+class PreprocessResult:
+    sample: str
+    spots: pd.DataFrame
+    expr: pd.DataFrame
+    graph: pd.DataFrame
+    adata: Any  # anndata.AnnData
+    extra: dict[str, Any] = field(default_factory=dict)
+    image_array: np.ndarray | None = None  # an .h5ad-embedded image to write beside the artifacts
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file without decoding its pixels; errors name the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = None  # slides are large and trusted; we never decode whole here
+    try:
+        with Image.open(path) as image:
+            return int(image.width), int(image.height)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise SencaError(f"unreadable image ({type(exc).__name__}: {exc})", path) from None
+
+
+def preprocess_slide(raw: RawSlide, params: PreprocessParams, n_clusters: int | None = None) -> PreprocessResult:
+    """Filter genes, normalise, log1p, choose HVGs and build the kNN graph for one slide."""
+    import anndata as ad
+    import scanpy as sc
+
+    adata = ad.AnnData(
+        X=raw.counts.astype(np.float32),
+        obs=pd.DataFrame(index=pd.Index(raw.spot_ids, name="spot_id")),
+        var=pd.DataFrame(index=pd.Index(raw.genes, name="gene")),
+    )
+    n_genes_in = adata.n_vars
+    sc.pp.filter_genes(adata, min_counts=params.min_gene_counts)
+    if adata.n_vars == 0:
+        raise SencaError(f"no gene has a total count >= {params.min_gene_counts}", raw.inputs.get("data"))
+    totals = np.asarray(adata.X.sum(axis=1)).ravel()
+    if (totals == 0).any():
+        log.info("%s: %d spot(s) with no counts in kept genes dropped", raw.sample, int((totals == 0).sum()))
+        adata = adata[totals > 0].copy()
+    adata.layers["counts"] = adata.X.copy()
+    sc.pp.normalize_total(adata, target_sum=NORMALISE_TARGET)
+    sc.pp.log1p(adata)
+    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+    n_hvg = min(params.n_hvg, adata.n_vars)
+    if n_hvg < params.n_hvg:
+        log.warning("%s: only %d genes pass the filter; using all as HVGs (asked for %d)", raw.sample, n_hvg, params.n_hvg)
+    if n_hvg == adata.n_vars:
+        adata.var["highly_variable"] = True
+    else:
+        sc.pp.highly_variable_genes(adata, flavor="seurat", n_top_genes=n_hvg, subset=False)
+    hvg = adata.var_names[adata.var["highly_variable"].to_numpy()]
+
+    spot_ids = list(adata.obs_names)
+    coords = raw.coords.loc[spot_ids]
+    xy = coords[["pixel_x", "pixel_y"]].to_numpy(dtype=np.float64)
+    k = params.k or default_k(raw.platform, xy)
+    graph = knn_edges(xy, k)
+
+    labels = raw.labels.reindex(spot_ids) if raw.labels is not None else pd.Series(pd.NA, index=spot_ids, dtype="string")
+    spots = pd.DataFrame(
+        {
+            "spot_id": pd.Series(spot_ids, dtype=str),
+            "pixel_x": coords["pixel_x"].to_numpy(np.float64),
+            "pixel_y": coords["pixel_y"].to_numpy(np.float64),
+            "array_row": coords["array_row"].to_numpy(np.float64),
+            "array_col": coords["array_col"].to_numpy(np.float64),
+            "label": pd.Series(labels.to_numpy(), dtype="string"),
+        }
+    )
+    expr_matrix = adata[:, hvg].X.toarray().astype(np.float32)
+    expr = pd.concat([spots[["spot_id"]], pd.DataFrame(expr_matrix, columns=list(map(str, hvg)))], axis=1)
+
+    adata.obs["label"] = pd.Categorical(labels.to_numpy())
+    adata.obsm["spatial"] = xy
+    image = dict(raw.image.to_json())
+    if raw.image.path is not None:
+        image["width"], image["height"] = image_size(raw.image.path)
+    elif raw.image.array is not None:
+        image["height"], image["width"] = (int(v) for v in raw.image.array.shape[:2])
+    else:
+        image["width"] = image["height"] = None
+    extra = {
+        "platform": raw.platform,
+        "image": image,
+        "spot_pitch_px": median_spot_pitch(xy),
+        "n_clusters": n_clusters,
+        "k": k,
+        "n_spots": len(spot_ids),
+        "n_genes_in": n_genes_in,
+        "n_genes_kept": int(adata.n_vars),
+        "n_hvg": len(hvg),
+        "n_labelled": int(labels.notna().sum()),
+    }
+    log.info("%s: %d spots, %d/%d genes kept, %d HVGs, k=%d, %s image, %d labelled",
+             raw.sample, len(spot_ids), adata.n_vars, n_genes_in, len(hvg), k, image["source"], extra["n_labelled"])
+    return PreprocessResult(raw.sample, spots, expr, graph, adata, extra, raw.image.array)
+
+
+def output_paths(outdir: Path, sample: str) -> dict[str, Path]:
+    return {kind: outdir / f"{sample}.{kind}.parquet" for kind in ("spots", "expr", "graph")} | {"h5ad": outdir / f"{sample}.h5ad"}
+
+
+def write_preprocess(result: PreprocessResult, outdir: Path, params: PreprocessParams, inputs: dict[str, Path]) -> dict[str, Path]:
+    """Write the four artifacts (each atomically) with provenance; return their paths."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = output_paths(outdir, result.sample)
+    extra = dict(result.extra)
+    if result.image_array is not None:
+        image_path = outdir / f"{result.sample}.image.png"
+        _write_png(result.image_array, image_path)
+        extra["image"] = {**extra["image"], "path": str(image_path.resolve())}
+    checksums = {name: file_checksum(path) for name, path in sorted(inputs.items())}
+    for kind, df in (("spots", result.spots), ("expr", result.expr), ("graph", result.graph)):
+        write_table(df, paths[kind], Provenance(kind, result.sample, STAGE, params.to_json(), checksums, extra))
+    adata = result.adata
+    adata.uns["senca"] = json.dumps(Provenance("h5ad", result.sample, STAGE, params.to_json(), checksums, extra).to_json())
+    write_h5ad(adata, paths["h5ad"])
+    return paths
+
+
+def _write_png(array: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    data = np.asarray(array)
+    if data.dtype != np.uint8:
+        data = np.clip(data * (255.0 if data.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    with atomic_path(path) as tmp:
+        Image.fromarray(data[..., :3] if data.ndim == 3 else data).save(tmp, format="PNG")

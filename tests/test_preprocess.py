@@ -1,0 +1,162 @@
+"""The preprocess stage: artifacts, metadata, real slides, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from senca import __version__
+from senca.errors import SencaError
+from senca.io.artifacts import read_meta, read_table
+
+from helpers import assert_one_line_error, run_cli
+
+
+def test_synthetic_artifacts_and_metadata(synthetic_preprocessed):
+    paths = synthetic_preprocessed
+    spots, meta = read_table(paths["spots"], "spots")
+    expr, _ = read_table(paths["expr"], "expr")
+    graph, graph_meta = read_table(paths["graph"], "graph")
+    assert len(spots) == len(expr) == 16 * 18 and list(expr["spot_id"]) == list(spots["spot_id"])
+    assert expr.shape[1] - 1 == 200 and all(expr[c].dtype == np.float32 for c in expr.columns[1:])
+    assert meta["senca_version"] == __version__ and meta["stage"] == "preprocess" and meta["sample"] == "syn"
+    assert meta["params"]["n_hvg"] == 200 and meta["k"] == 4 and graph_meta["k"] == 4
+    assert set(meta["inputs"]) == {"data", "positions", "labels", "image"}
+    assert all(len(v) == 64 for v in meta["inputs"].values())  # sha256
+    assert meta["image"]["source"] == "samplesheet" and meta["image"]["width"] > 0
+    assert meta["spot_pitch_px"] == pytest.approx(synthetic_preprocessed["slide"].pitch_px)
+    # graph: k out-edges per spot, no self loops; on the square grid an interior spot's 4 nearest are one
+    # pitch away (16 x 18 grid: 14 x 16 interior spots)
+    assert (graph.groupby("source").size() == 4).all() and (graph["source"] != graph["target"]).all()
+    one_pitch = np.isclose(graph["distance"], synthetic_preprocessed["slide"].pitch_px, rtol=1e-3)
+    assert (graph.assign(ok=one_pitch).groupby("source")["ok"].all()).sum() >= 14 * 16
+    truth = synthetic_preprocessed["slide"].truth
+    assert (spots.set_index("spot_id")["label"] == truth.reindex(spots["spot_id"])).all()
+
+
+def test_h5ad_holds_all_kept_genes(synthetic_preprocessed):
+    import anndata as ad
+
+    adata = ad.read_h5ad(synthetic_preprocessed["h5ad"])
+    assert adata.n_vars > 200 and adata.var["highly_variable"].sum() == 200
+    assert "counts" in adata.layers and float(adata.layers["counts"].max()) >= 1
+    assert np.allclose(np.expm1(adata.X.toarray()).sum(axis=1), 1e4, rtol=1e-3)
+    assert adata.obsm["spatial"].shape == (adata.n_obs, 2) and "senca" in adata.uns
+
+
+def test_outputs_are_deterministic(synthetic_slide, tmp_path):
+    s = synthetic_slide
+    args = ["preprocess", "--sample", "d", "--data", s.data, "--positions", s.positions, "--labels", s.labels, "-q"]
+    run_cli(*args, "--outdir", tmp_path / "a")
+    run_cli(*args, "--outdir", tmp_path / "b")
+    for kind in ("spots", "expr", "graph"):
+        assert (tmp_path / "a" / f"d.{kind}.parquet").read_bytes() == (tmp_path / "b" / f"d.{kind}.parquet").read_bytes()
+
+
+def test_samplesheet_mode_and_k_override(synthetic_slide, tmp_path):
+    from senca.synthetic import write_samplesheet
+
+    sheet = write_samplesheet(synthetic_slide.data.parent / "one.csv", [synthetic_slide])
+    run_cli("preprocess", "--samplesheet", sheet, "--k", "8", "--n-hvg", "50", "--outdir", tmp_path, "-q")
+    graph, meta = read_table(tmp_path / "syn.graph.parquet", "graph")
+    assert meta["k"] == 8 and (graph.groupby("source").size() == 8).all()
+    assert read_meta(tmp_path / "syn.expr.parquet")["n_hvg"] == 50
+
+
+def test_visium_defaults_to_six_neighbours(tmp_path):
+    from senca.synthetic import make_synthetic_slide
+
+    s = make_synthetic_slide(tmp_path, sample="V", fmt="visium", n_rows=8, n_cols=8, n_genes=60)
+    run_cli("preprocess", "--sample", "V", "--data", s.data, "--outdir", tmp_path / "o", "-q")
+    graph, meta = read_table(tmp_path / "o" / "V.graph.parquet", "graph")
+    assert meta["k"] == 6 and meta["platform"] == "visium" and meta["image"]["source"] == "hires"
+    interior = graph.groupby("source")["distance"].max()
+    assert np.allclose(np.median(interior), meta["spot_pitch_px"], rtol=0.03)  # pixels rounded in full-res
+
+
+# ----------------------------------------------------------------------------- real slides
+@pytest.mark.parametrize(("slide", "n_spots"), [("A1", 346), ("B1", 295)])
+def test_her2st_slides(shared_data, tmp_path, slide, n_spots):
+    h = shared_data / "her2st"
+    run_cli("preprocess", "--sample", slide, "--data", h / "counts" / f"{slide}.tsv.gz",
+            "--positions", h / "spots" / f"{slide}_selection.tsv",
+            "--labels", h / "labels" / f"{slide}_labeled_coordinates.tsv", "--outdir", tmp_path, "-q")
+    spots, meta = read_table(tmp_path / f"{slide}.spots.parquet", "spots")
+    expr, _ = read_table(tmp_path / f"{slide}.expr.parquet", "expr")
+    graph, _ = read_table(tmp_path / f"{slide}.graph.parquet", "graph")
+    assert len(spots) == n_spots and spots["label"].notna().all()
+    assert expr.shape == (n_spots, 501) and meta["k"] == 4
+    assert (graph.groupby("source").size() == 4).all() and len(graph) == 4 * n_spots
+
+
+def test_her2st_a1_with_its_image(shared_data, tmp_path):
+    h = shared_data / "her2st"
+    run_cli("preprocess", "--sample", "A1", "--data", h / "counts/A1.tsv.gz", "--positions", h / "A1_he/A1_selection.tsv",
+            "--image", h / "A1_he/A1.png", "--labels", h / "labels/A1_labeled_coordinates.tsv", "--outdir", tmp_path, "-q")
+    spots, meta = read_table(tmp_path / "A1.spots.parquet", "spots")
+    assert (meta["image"]["width"], meta["image"]["height"]) == (2000, 2138)
+    assert spots["pixel_x"].between(0, 2000).all() and spots["pixel_y"].between(0, 2138).all()
+    assert meta["spot_pitch_px"] == pytest.approx(58.25, rel=0.02)  # measured median; README says about 62.5
+
+
+def test_dlpfc_visium_lowres(shared_data, tmp_path):
+    d = shared_data / "dlpfc" / "151673"
+    run_cli("preprocess", "--sample", "151673", "--data", d / "outs", "--labels", d / "labels.csv", "--outdir", tmp_path, "-q")
+    spots, meta = read_table(tmp_path / "151673.spots.parquet", "spots")
+    assert len(spots) == 3639 and meta["k"] == 6 and meta["image"]["source"] == "lowres"
+    assert spots["pixel_x"].max() < 600 and spots["label"].isna().sum() == 28
+
+
+# ----------------------------------------------------------------------------- bad input
+def _st_args(s, **replace):
+    args = {"--sample": "bad", "--data": s.data, "--positions": s.positions, "--labels": s.labels, "--image": s.image}
+    args.update(replace)
+    return [x for k, v in args.items() if v is not None for x in (k, v)]
+
+
+def test_missing_file(synthetic_slide, tmp_path):
+    result = run_cli("preprocess", *_st_args(synthetic_slide, **{"--data": tmp_path / "nope.tsv.gz"}), "-o", tmp_path / "o", expect=None)
+    assert_one_line_error(result, "nope.tsv.gz", "file not found")
+
+
+def test_unreadable_image(synthetic_slide, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png at all")
+    result = run_cli("preprocess", *_st_args(synthetic_slide, **{"--image": broken}), "-o", tmp_path / "o", expect=None)
+    assert_one_line_error(result, "broken.png", "unreadable image")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_fewer_spots_than_k_plus_one(tmp_path):
+    from senca.synthetic import make_synthetic_slide
+
+    s = make_synthetic_slide(tmp_path, sample="tiny", n_rows=1, n_cols=3, n_regions=1, n_genes=30, image=False)
+    result = run_cli("preprocess", *_st_args(s, **{"--image": None}), "-o", tmp_path / "o", expect=None)
+    assert_one_line_error(result, "3 spot(s)", "needs at least 5")
+
+
+def test_no_spot_in_common(synthetic_slide, tmp_path):
+    spots = pd.read_csv(synthetic_slide.positions, sep="\t")
+    spots["x"] += 100
+    path = tmp_path / "shifted.tsv"
+    spots.to_csv(path, sep="\t", index=False)
+    result = run_cli("preprocess", *_st_args(synthetic_slide, **{"--positions": path}), "-o", tmp_path / "o", expect=None)
+    assert_one_line_error(result, "shifted.tsv", "no spot in common")
+
+
+def test_missing_required_column(synthetic_slide, tmp_path):
+    spots = pd.read_csv(synthetic_slide.positions, sep="\t").drop(columns=["pixel_y"])
+    path = tmp_path / "nopixel.tsv"
+    spots.to_csv(path, sep="\t", index=False)
+    result = run_cli("preprocess", *_st_args(synthetic_slide, **{"--positions": path}), "-o", tmp_path / "o", expect=None)
+    assert_one_line_error(result, "nopixel.tsv", "missing column 'pixel_y'")
+
+
+def test_st_without_positions(synthetic_slide, tmp_path):
+    result = run_cli("preprocess", *_st_args(synthetic_slide, **{"--positions": None}), "-o", tmp_path, expect=None)
+    assert_one_line_error(result, "needs --positions")
+
+
+def test_sencaerror_is_one_line():
+    assert "\n" not in str(SencaError("a\nb", "/x/y"))
