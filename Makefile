@@ -26,11 +26,11 @@ demo: setup
 	@echo "report: $(DEMO_OUT)/summary/report.html"
 
 lint: setup
-	$(BIN)/ruff check python tests benchmarks scripts
+	$(BIN)/ruff check .
 
 test: setup
 	@bash scripts/fetch_nextflow_lsp.sh >/dev/null 2>&1 || echo "nextflow language server unavailable: its tests will skip with the reason"
-	$(BIN)/ruff check python tests benchmarks scripts
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 clean:
