@@ -1,0 +1,491 @@
+"""Agglomerative (Ward) clustering of the shared embedding S into tissue regions (paper sections 3.5, 4.5).
+
+The paper clusters S with agglomerative clustering because its dendrogram shows sub-structure a
+fixed k hides (section 4.5), so this stage keeps the whole Ward tree, cuts it at k and draws its top.
+
+* k: ``--n-clusters`` > the samplesheet's ``n_clusters`` > the number of distinct ground-truth
+  labels > an automatic choice (the k in 2..15 with the largest silhouette of S), recorded as
+  ``n_clusters_source`` in every output.
+* Exact Ward (scipy) up to ``EXACT_WARD_MAX_SPOTS`` spots: it needs the n(n-1)/2 pairwise distances
+  (400 MB at 10,000 spots), which covers every legacy-ST and Visium slide (<= 4,992 spots). Above
+  that (Visium HD, Slide-seq) Ward runs with a connectivity constraint: the kNN graph of S
+  (the same graph UMAP uses), its components joined so the tree is complete; memory stays
+  O(spots x neighbours). Clusters are still groups of similar S, not spatially contiguous patches.
+* Cluster ids are 0..k-1 by size (largest first, ties by the first spot), so reruns and
+  Nextflow ``-resume`` give identical bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from senca.errors import SencaError
+from senca.evaluate import n_distinct_labels, score_clusters, valid_label_mask
+from senca.io.artifacts import (
+    Provenance,
+    embedding_matrix,
+    file_checksum,
+    read_table,
+    save_figure,
+    write_h5ad,
+    write_table,
+)
+
+log = logging.getLogger("senca")
+
+EXACT_WARD_MAX_SPOTS = 10_000
+AUTO_K_RANGE = (2, 15)
+SILHOUETTE_MAX_SPOTS = 4_000  # silhouette on a seeded sample above this (pairwise distances: 64 MB)
+UMAP_NEIGHBORS = 15
+EXACT_KNN_MAX_SPOTS = 100_000  # kNN of S by brute force up to here, approximate (pynndescent) above
+
+
+# ----------------------------------------------------------------------------- the Ward tree
+@dataclass
+class WardTree:
+    """A complete merge tree over n leaves in scipy's linkage layout.
+
+    ``children[i]`` are the two nodes merged at step i (leaves 0..n-1, merge i creates node n+i),
+    ``heights[i]`` the Ward distance of that merge, ``counts[i]`` the leaves under node n+i.
+    """
+
+    children: np.ndarray
+    heights: np.ndarray
+    counts: np.ndarray
+    method: str  # "exact" | "knn-connectivity"
+
+    @property
+    def n_leaves(self) -> int:
+        return len(self.children) + 1
+
+    def linkage(self) -> np.ndarray:
+        """scipy linkage matrix; heights made monotone for drawing (a constrained tree may invert)."""
+        heights = np.maximum.accumulate(self.heights)
+        return np.column_stack([self.children.astype(np.float64), heights, self.counts.astype(np.float64)])
+
+
+def ward_tree(S: np.ndarray, connectivity: sparse.spmatrix | None = None) -> WardTree:
+    """The full Ward tree of the rows of S: exact without ``connectivity``, constrained with it."""
+    n = S.shape[0]
+    if connectivity is None:
+        from scipy.cluster.hierarchy import linkage
+
+        Z = linkage(np.asarray(S, dtype=np.float64), method="ward")
+        return WardTree(Z[:, :2].astype(np.int64), Z[:, 2].copy(), Z[:, 3].astype(np.int64), "exact")
+    from sklearn.cluster import ward_tree as sk_ward_tree
+
+    children, n_components, _, _, distances = sk_ward_tree(S, connectivity=connectivity, return_distance=True)
+    if n_components != 1:  # _join_components makes this impossible; sklearn would otherwise go dense
+        raise RuntimeError(f"Ward connectivity graph has {n_components} components")
+    children = np.asarray(children, dtype=np.int64)
+    counts = np.ones(2 * n - 1, dtype=np.int64)
+    for i, (a, b) in enumerate(children):
+        counts[n + i] = counts[a] + counts[b]
+    return WardTree(children, np.asarray(distances, dtype=np.float64), counts[n:], "knn-connectivity")
+
+
+def _forest_components(tree: WardTree, k: int) -> np.ndarray:
+    """Component of every node (leaves and merges) after applying the first n-k merges."""
+    from scipy.sparse.csgraph import connected_components
+
+    n = tree.n_leaves
+    m = n - k
+    parents = n + np.arange(m)
+    rows = np.concatenate([tree.children[:m, 0], tree.children[:m, 1]])
+    cols = np.concatenate([parents, parents])
+    graph = sparse.coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(2 * n - 1, 2 * n - 1))
+    _, comp = connected_components(graph, directed=False)
+    return comp
+
+
+def cut_tree(tree: WardTree, k: int) -> np.ndarray:
+    """Leaf labels for k clusters, numbered 0..k-1 by size (largest first, ties by first spot)."""
+    n = tree.n_leaves
+    if not 1 <= k <= n:
+        raise ValueError(f"cannot cut {n} leaves into {k} clusters")
+    comp = _forest_components(tree, k)[:n]
+    return order_by_size(comp)
+
+
+def order_by_size(labels: np.ndarray) -> np.ndarray:
+    """Renumber labels 0..k-1: larger clusters first, ties broken by the cluster's first spot."""
+    uniq, first, inverse, sizes = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
+    order = np.lexsort((first, -sizes))  # primary: size descending; secondary: first index
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[order] = np.arange(len(uniq))
+    return rank[inverse].astype(np.int32)
+
+
+def node_clusters(tree: WardTree, labels: np.ndarray, k: int) -> np.ndarray:
+    """Cluster of every node of the tree, -1 for the k-1 merges above the cut (for colouring)."""
+    n = tree.n_leaves
+    comp = _forest_components(tree, k)
+    comp_to_cluster = np.full(comp.max() + 1, -1, dtype=np.int64)
+    comp_to_cluster[comp[:n]] = labels
+    out = comp_to_cluster[comp]
+    out[n + (n - k):] = -1
+    return out
+
+
+def cut_height(tree: WardTree, k: int) -> float:
+    """A height between the last merge below the cut and the first above it (for the dendrogram line)."""
+    heights = tree.linkage()[:, 2]
+    n = tree.n_leaves
+    below = heights[n - k - 1] if n - k - 1 >= 0 else 0.0
+    above = heights[n - k] if n - k < len(heights) else below
+    return float((below + above) / 2)
+
+
+# ----------------------------------------------------------------------------- connectivity (large slides)
+def _join_components(graph: sparse.csr_matrix, S: np.ndarray) -> sparse.csr_matrix:
+    """Make a kNN graph connected by linking each component's most central spot to the others'.
+
+    sklearn would join components itself, but through dense distance blocks between whole
+    components (O(n^2) memory on a large slide); one edge per component pair is enough for Ward,
+    which scores a merge from cluster centroids, not from the edge.
+    """
+    from scipy.sparse.csgraph import connected_components
+    from sklearn.neighbors import NearestNeighbors
+
+    n_comp, comp = connected_components(graph, directed=False)
+    if n_comp == 1:
+        return graph
+    reps = np.empty(n_comp, dtype=np.int64)
+    for c in range(n_comp):
+        idx = np.flatnonzero(comp == c)
+        centre = S[idx].mean(axis=0)
+        reps[c] = idx[np.argmin(((S[idx] - centre) ** 2).sum(axis=1))]
+    if n_comp <= 500:
+        a, b = np.triu_indices(n_comp, 1)
+    else:  # many fragments: each to its 10 nearest fragments, plus a chain to guarantee one component
+        nn = NearestNeighbors(n_neighbors=min(11, n_comp)).fit(S[reps])
+        _, ind = nn.kneighbors(S[reps])
+        a = np.concatenate([np.repeat(np.arange(n_comp), ind.shape[1] - 1), np.arange(n_comp - 1)])
+        b = np.concatenate([ind[:, 1:].ravel(), np.arange(1, n_comp)])
+    extra = sparse.coo_matrix((np.ones(len(a)), (reps[a], reps[b])), shape=graph.shape)
+    log.info("Ward connectivity: joined %d components of the kNN graph of S", n_comp)
+    return (graph + extra + extra.T).tocsr()
+
+
+class _NNDescentCSR:
+    """pynndescent's kNN transformer returning a ``scipy.sparse.csr_matrix``.
+
+    Scanpy uses pynndescent above 8,192 spots and then calls ``.getnnz()`` on its output, which
+    newer SciPy only offers on ``csr_matrix``, not on the ``csr_array`` pynndescent returns; this
+    adapter keeps the approximate kNN (the only one that scales to 10^5-10^6 spots) working.
+    """
+
+    def __init__(self, **kwds: Any):
+        from pynndescent import PyNNDescentTransformer
+
+        self._inner = PyNNDescentTransformer(**kwds)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return self._inner.get_params(deep)
+
+    def fit(self, X: np.ndarray) -> _NNDescentCSR:
+        self._inner.fit(X)
+        return self
+
+    def transform(self, X: np.ndarray) -> sparse.csr_matrix:
+        return sparse.csr_matrix(self._inner.transform(X))
+
+    def fit_transform(self, X: np.ndarray) -> sparse.csr_matrix:
+        return sparse.csr_matrix(self._inner.fit_transform(X))
+
+
+def _knn_transformer(n: int, n_neighbors: int, seed: int) -> _NNDescentCSR | str:
+    """Exact brute-force kNN up to ``EXACT_KNN_MAX_SPOTS`` (30,000 spots: 7 s), NN-descent above.
+
+    NN-descent pays ~1 minute of numba compilation per process, which only pays off where brute
+    force (quadratic) gets slower than that.
+    """
+    if n <= EXACT_KNN_MAX_SPOTS:
+        return "sklearn"
+    return _NNDescentCSR(n_neighbors=n_neighbors, metric="euclidean", random_state=seed, n_jobs=1,
+                         n_trees=min(64, 5 + round(n**0.5 / 20.0)), n_iters=max(5, round(np.log2(n))))
+
+
+# ----------------------------------------------------------------------------- choosing k
+def auto_n_clusters(tree: WardTree, S: np.ndarray, seed: int) -> tuple[int, dict[int, float]]:
+    """The k in 2..15 (at most n-1) whose Ward cut has the largest mean silhouette of S (ties: smaller k).
+
+    Silhouette (Rousseeuw 1987) rewards compact, well separated clusters and needs no labels. Above
+    ``SILHOUETTE_MAX_SPOTS`` it is computed on a seeded sample of spots (the same sample for every k).
+    """
+    from sklearn.metrics import pairwise_distances, silhouette_score
+
+    n = S.shape[0]
+    lo, hi = AUTO_K_RANGE[0], min(AUTO_K_RANGE[1], n - 1)
+    if hi < lo:
+        raise SencaError(f"only {n} spot(s): at least 3 are needed to choose the number of clusters")
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, SILHOUETTE_MAX_SPOTS, replace=False)) if n > SILHOUETTE_MAX_SPOTS else np.arange(n)
+    dist = pairwise_distances(S[sample].astype(np.float64))
+    scores: dict[int, float] = {}
+    for k in range(lo, hi + 1):
+        labels = cut_tree(tree, k)[sample]
+        n_lab = len(np.unique(labels))
+        scores[k] = float(silhouette_score(dist, labels, metric="precomputed")) if 2 <= n_lab < len(sample) else -1.0
+    best = max(scores, key=lambda k: (round(scores[k], 12), -k))
+    return best, scores
+
+
+def resolve_n_clusters(option: int | None, samplesheet: int | None, labels: pd.Series | None,
+                       n_spots: int) -> tuple[int | None, str]:
+    """k and where it came from: option > samplesheet > number of labels > auto (k None: choose later)."""
+    for value, source in ((option, "option"), (samplesheet, "samplesheet")):
+        if value is None:
+            continue
+        value = int(value)
+        where = "--n-clusters" if source == "option" else "the samplesheet's n_clusters"
+        if value < 2:
+            raise SencaError(f"{where} is {value}: at least 2 clusters are needed")
+        if value > n_spots:
+            raise SencaError(f"{where} is {value} but the slide has only {n_spots} spots")
+        return value, source
+    n_labels = n_distinct_labels(labels)
+    if n_labels >= 2:
+        return min(n_labels, n_spots), "labels"
+    if n_labels == 1:
+        log.warning("the ground truth has a single label: choosing the number of clusters automatically")
+    return None, "auto:silhouette"
+
+
+# ----------------------------------------------------------------------------- reading inputs
+def _aligned_embeddings(emb: pd.DataFrame, spot_ids: pd.Series, path: Path) -> np.ndarray:
+    """S in the spots' row order; a spot missing on either side is named in the error."""
+    emb_ids = emb["spot_id"].astype(str)
+    wanted = pd.Index(spot_ids.astype(str))
+    missing = wanted.difference(pd.Index(emb_ids), sort=False)
+    if len(missing):
+        raise SencaError(f"{len(missing)} spot(s) of the spots file have no embedding, e.g. spot {missing[0]!r}", path)
+    extra = pd.Index(emb_ids).difference(wanted, sort=False)
+    if len(extra):
+        raise SencaError(f"{len(extra)} embedded spot(s) are not in the spots file, e.g. spot {extra[0]!r}", path)
+    if emb_ids.duplicated().any():
+        raise SencaError(f"duplicated spot id {emb_ids[emb_ids.duplicated()].iloc[0]!r}", path)
+    position = pd.Series(np.arange(len(emb_ids)), index=emb_ids.to_numpy())
+    S = embedding_matrix(emb)[position.loc[wanted].to_numpy()]
+    if not np.isfinite(S).all():
+        bad = int(np.flatnonzero(~np.isfinite(S).all(axis=1))[0])
+        raise SencaError(f"embedding of spot {wanted[bad]!r} is not finite", path)
+    return S
+
+
+def _read_anndata(path: Path, spot_ids: pd.Series) -> Any:
+    """The preprocess ``{s}.h5ad`` restricted to (and ordered as) the spots file."""
+    import anndata as ad
+
+    if not path.exists():
+        raise SencaError("file not found", path)
+    try:
+        adata = ad.read_h5ad(path)
+    except Exception as exc:  # h5py/anndata raise many types for a bad file
+        raise SencaError(f"not a readable .h5ad ({type(exc).__name__}: {exc})", path) from None
+    missing = pd.Index(spot_ids.astype(str)).difference(adata.obs_names, sort=False)
+    if len(missing):
+        raise SencaError(f"{len(missing)} spot(s) of the spots file are not in obs, e.g. spot {missing[0]!r}", path)
+    return adata[spot_ids.astype(str).to_numpy()].copy()
+
+
+def _resolve_image(option: Path | None, spots_meta: dict[str, Any]) -> tuple[Path | None, dict[str, Any], str | None]:
+    """(image path or None, image info for the metadata, a note when a recorded image is unavailable)."""
+    info = dict(spots_meta.get("image") or {})
+    if option is not None:
+        if not Path(option).exists():
+            raise SencaError("image not found", option)
+        return Path(option), {**info, "path": str(Path(option).resolve()), "source": info.get("source") or "option"}, None
+    recorded = info.get("path")
+    if not recorded or info.get("source") == "none":
+        return None, {**info, "path": None, "source": "none"}, None
+    if not Path(recorded).exists():
+        log.warning("image %s recorded by preprocess is not reachable here: figures are drawn without it "
+                    "(pass --image)", recorded)
+        return None, info, "image not reachable"
+    return Path(recorded), info, None
+
+
+def _spot_pitch(spots_meta: dict[str, Any], xy: np.ndarray) -> float:
+    """Spot-to-spot distance in pixels: from preprocess, else the median nearest-neighbour distance."""
+    pitch = spots_meta.get("spot_pitch_px")
+    if pitch and np.isfinite(pitch) and pitch > 0:
+        return float(pitch)
+    if len(xy) < 2:
+        return 1.0
+    from sklearn.neighbors import NearestNeighbors
+
+    dist, _ = NearestNeighbors(n_neighbors=2).fit(xy).kneighbors(xy)
+    positive = dist[:, 1][dist[:, 1] > 0]
+    return float(np.median(positive)) if len(positive) else 1.0
+
+
+# ----------------------------------------------------------------------------- the stage
+@dataclass
+class ClusterResult:
+    """Everything ``senca cluster`` writes, computed but not yet on disk."""
+
+    sample: str
+    clusters: pd.DataFrame
+    provenance: Provenance
+    adata: Any
+    figures: dict[str, Any] = field(repr=False)
+    n_clusters: int = 0
+    source: str = ""
+
+
+def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n_clusters: int | None = None,
+                  image: str | Path | None = None, seed: int = 0) -> ClusterResult:
+    """Cluster one slide's S with Ward; build clusters table, figures and the final AnnData.
+
+    Reads ``{s}.embeddings.parquet``, ``{s}.spots.parquet``, the preprocess ``{s}.h5ad`` (and the
+    H&E image, for figures and ``uns['spatial']`` only: pixels never change the clusters).
+    """
+    from senca import plots
+
+    embeddings, spots, h5ad = Path(embeddings), Path(spots), Path(h5ad)
+    spots_df, spots_meta = read_table(spots, "spots")
+    emb_df, emb_meta = read_table(embeddings, "embeddings")
+    sample = str(spots_meta.get("sample"))
+    if str(emb_meta.get("sample")) != sample:
+        raise SencaError(f"embeddings are of sample {emb_meta.get('sample')!r}, spots of {sample!r}", embeddings)
+    spot_ids = spots_df["spot_id"].astype(str)
+    S = _aligned_embeddings(emb_df, spot_ids, embeddings)
+    n = len(spot_ids)
+    labels = spots_df["label"] if "label" in spots_df.columns else None
+    if labels is not None and labels.isna().all():
+        labels = None
+    if n < 3:
+        raise SencaError(f"only {n} spot(s): nothing to cluster", spots)
+
+    k, source = resolve_n_clusters(n_clusters, spots_meta.get("n_clusters"), labels, n)
+    adata = _read_anndata(h5ad, spot_ids)
+
+    # kNN graph of S (for UMAP, and as Ward's connectivity on large slides)
+    import scanpy as sc
+
+    adata.obsm["X_senca"] = S
+    n_neighbors = max(2, min(UMAP_NEIGHBORS, n - 1))
+    sc.pp.neighbors(adata, use_rep="X_senca", n_neighbors=n_neighbors, random_state=seed,
+                    transformer=_knn_transformer(n, n_neighbors, seed))
+    if n > EXACT_WARD_MAX_SPOTS:
+        log.info("%d spots > %d: Ward constrained to the %d-NN graph of S", n, EXACT_WARD_MAX_SPOTS, UMAP_NEIGHBORS)
+        connectivity = _join_components(adata.obsp["connectivities"].tocsr(), S)
+        tree = ward_tree(S, connectivity)
+    else:
+        tree = ward_tree(S)
+
+    auto_scores = None
+    if k is None:
+        k, auto_scores = auto_n_clusters(tree, S, seed)
+        log.info("n_clusters chosen automatically: k=%d (largest silhouette of S over k=%d..%d: %s)", k,
+                 min(auto_scores), max(auto_scores), ", ".join(f"{kk}:{v:.3f}" for kk, v in auto_scores.items()))
+    log.info("%s: %d spots -> %d clusters (n_clusters from %s, Ward %s)", sample, n, k, source, tree.method)
+    assignment = cut_tree(tree, k)
+
+    sc.tl.umap(adata, random_state=seed)
+
+    valid = valid_label_mask(labels) if labels is not None else None
+    score = score_clusters(assignment, labels) if labels is not None else None
+    xy = spots_df[["pixel_x", "pixel_y"]].to_numpy(dtype=np.float64)
+    image_path, image_info, image_note = _resolve_image(Path(image) if image is not None else None, spots_meta)
+    thumb = plots.load_thumbnail(image_path) if image_path is not None else None
+    pitch = _spot_pitch(spots_meta, xy)
+
+    clusters = pd.DataFrame({
+        "spot_id": spot_ids.to_numpy(),
+        "cluster": assignment.astype(np.int32),
+        "label": labels.astype("string").array if labels is not None else pd.array([None] * n, dtype="string"),
+        "pixel_x": xy[:, 0],
+        "pixel_y": xy[:, 1],
+    })
+    sizes = np.bincount(assignment, minlength=k)
+    extra = {
+        "n_clusters": k,
+        "n_clusters_source": source,
+        "n_clusters_auto": {"criterion": "silhouette", "scores": {str(kk): v for kk, v in auto_scores.items()}}
+        if auto_scores else None,
+        "cluster_sizes": sizes.tolist(),
+        "ward": tree.method,
+        "embedding_dim": int(S.shape[1]),
+        "image": image_info,
+        "platform": spots_meta.get("platform"),
+        "spot_pitch_px": pitch,
+        "train_params": emb_meta.get("params"),
+        "train_summary": {key: emb_meta.get(key) for key in ("image", "image_substitute", "device", "final_losses",
+                                                             "train_seconds") if key in emb_meta},
+        "ari": score["ari"] if score and score["status"] == "ok" else None,
+    }
+    provenance = Provenance(
+        "clusters", sample, "cluster",
+        params={"n_clusters": n_clusters, "image": image, "seed": seed, "method": "ward",
+                "exact_ward_max_spots": EXACT_WARD_MAX_SPOTS, "umap_neighbors": UMAP_NEIGHBORS},
+        inputs={"embeddings": file_checksum(embeddings), "spots": file_checksum(spots), "h5ad": file_checksum(h5ad)},
+        extra=extra,
+    )
+
+    _annotate_anndata(adata, sample, assignment, labels, thumb, pitch, provenance, plots.cluster_colors(k))
+    ari = score["ari"] if score and score["status"] == "ok" else None
+    label_arr = labels.to_numpy(dtype=object) if labels is not None else None
+    figures = {
+        "clusters.png": plots.plot_spatial_clusters(xy, assignment, pitch, thumb, sample, label_arr, valid, ari,
+                                                    image_note),
+        "umap.png": plots.plot_umap(adata.obsm["X_umap"], assignment, sample, label_arr, valid),
+        "dendrogram.png": plots.plot_dendrogram(
+            tree.linkage(), node_clusters(tree, assignment, k), k, cut_height(tree, k), sample,
+            note="" if tree.method == "exact" else " (Ward constrained to the kNN graph of S)"),
+    }
+    return ClusterResult(sample, clusters, provenance, adata, figures, k, source)
+
+
+def _annotate_anndata(adata: Any, sample: str, assignment: np.ndarray, labels: pd.Series | None,
+                      thumb: Any, pitch: float, provenance: Provenance, colors: list[str]) -> None:
+    """Put clusters, S and the image where Scanpy/Squidpy look for them.
+
+    ``uns['spatial'][sample]``: ``images['hires']`` is the H&E thumbnail (uint8) and
+    ``tissue_hires_scalef`` maps the full-resolution pixel coordinates of ``obsm['spatial']`` into
+    it; ``spot_diameter_fullres`` is 0.55 x the spot pitch (Visium's 55 um spots at 100 um). An
+    image-less slide gets no ``images`` (no pixels are invented): plot it with ``img_key=None``.
+    """
+    k = int(assignment.max()) + 1
+    categories = [str(i) for i in range(k)]
+    adata.obs["senca_cluster"] = pd.Categorical([str(c) for c in assignment], categories=categories)
+    adata.uns["senca_cluster_colors"] = colors
+    if labels is not None:
+        adata.obs["label"] = pd.Categorical(labels.astype("string").fillna("NA").to_numpy(dtype=str))
+    elif "label" in adata.obs:
+        adata.obs["label"] = adata.obs["label"].astype("string").fillna("NA").astype("category")
+    if "spatial" not in adata.obsm:
+        raise SencaError("h5ad has no obsm['spatial']")
+    from senca.plots import SPOT_DIAMETER_FRACTION
+
+    scalefactors = {"tissue_hires_scalef": float(thumb.scale) if thumb is not None else 1.0,
+                    "spot_diameter_fullres": float(pitch * SPOT_DIAMETER_FRACTION)}
+    library: dict[str, Any] = {"images": {}, "scalefactors": scalefactors,
+                               "metadata": {"source": "senca", "image": "none" if thumb is None else "hires thumbnail"}}
+    if thumb is not None:
+        library["images"]["hires"] = thumb.pixels
+    adata.uns["spatial"] = {sample: library}
+    if isinstance(adata.uns.get("senca"), str):  # preprocess's provenance: kept, under its stage's name
+        adata.uns["senca_preprocess"] = adata.uns["senca"]
+    adata.uns["senca"] = json.dumps(provenance.to_json(), sort_keys=True, default=str)
+
+
+def write_cluster_outputs(result: ClusterResult, outdir: str | Path) -> dict[str, Path]:
+    """Write clusters.parquet, the three figures and senca.h5ad into ``outdir``."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    s = result.sample
+    written = {"clusters.parquet": write_table(result.clusters, outdir / f"{s}.clusters.parquet", result.provenance)}
+    for name, fig in result.figures.items():
+        written[name] = save_figure(fig, outdir / f"{s}.{name}")
+    written["senca.h5ad"] = write_h5ad(result.adata, outdir / f"{s}.senca.h5ad")
+    return written

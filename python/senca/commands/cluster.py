@@ -1,0 +1,38 @@
+"""``senca cluster``: Ward clustering of the shared embedding S; clusters table, figures and the final .h5ad."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from senca.cluster import cluster_slide, write_cluster_outputs
+from senca.commands.common import log, outdir_option, quiet_option, seed_option, setup_logging, user_errors
+
+
+@click.command("cluster")
+@click.option("--embeddings", required=True, type=click.Path(dir_okay=False), help="{s}.embeddings.parquet from train-senca.")
+@click.option("--spots", required=True, type=click.Path(dir_okay=False), help="{s}.spots.parquet from preprocess.")
+@click.option("--h5ad", required=True, type=click.Path(dir_okay=False), help="{s}.h5ad from preprocess (all genes, log-normalised).")
+@click.option("--n-clusters", type=int, default=None,
+              help="Number of clusters [default: the samplesheet's n_clusters, else the number of ground-truth "
+                   "labels, else the k in 2..15 with the largest silhouette of S].")
+@click.option("--image", type=click.Path(dir_okay=False), default=None,
+              help="H&E image for the figures and uns['spatial'] [default: the one preprocess recorded].")
+@seed_option
+@outdir_option
+@quiet_option
+@user_errors
+def cluster(embeddings, spots, h5ad, n_clusters, image, seed, outdir, quiet):
+    """Cluster S with agglomerative (Ward) clustering and save the dendrogram.
+
+    Writes {s}.clusters.parquet, {s}.dendrogram.png, {s}.clusters.png, {s}.umap.png and
+    {s}.senca.h5ad (clusters in obs['senca_cluster'], S in obsm['X_senca'], the H&E in
+    uns['spatial'] for sc.pl.spatial) into --outdir.
+    """
+    setup_logging(quiet)
+    result = cluster_slide(Path(embeddings), Path(spots), Path(h5ad), n_clusters=n_clusters,
+                           image=Path(image) if image else None, seed=seed)
+    paths = write_cluster_outputs(result, Path(outdir))
+    log.info("%s: %d clusters (%s); wrote %s", result.sample, result.n_clusters, result.source,
+             ", ".join(p.name for p in paths.values()))

@@ -1,0 +1,258 @@
+"""The cluster stage: planted regions recovered, k precedence, automatic k, determinism, the .h5ad, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from senca.io.artifacts import Provenance, embedding_frame, read_table, write_table
+
+from helpers import assert_one_line_error, run_cli
+
+CORE_KEYS = {"format", "senca_version", "kind", "sample", "stage", "params", "inputs"}
+
+
+def separable_embeddings(spot_ids: pd.Series, groups: np.ndarray, seed: int = 0, dim: int = 64,
+                         spread: float = 4.0) -> np.ndarray:
+    """S where each group is a tight blob around its own random centre (well separated)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=spread, size=(int(groups.max()) + 1, dim))
+    return (centres[groups] + rng.normal(size=(len(spot_ids), dim))).astype(np.float32)
+
+
+def write_embeddings(path: Path, spot_ids: pd.Series, S: np.ndarray, sample: str, shuffle: bool = True) -> Path:
+    """An embeddings artifact as train-senca writes it (rows shuffled: cluster must align by spot_id)."""
+    order = np.random.default_rng(1).permutation(len(spot_ids)) if shuffle else np.arange(len(spot_ids))
+    frame = embedding_frame(spot_ids.to_numpy()[order], S[order])
+    return write_table(frame, path, Provenance("embeddings", sample, "train-senca", params={"epochs": 10}))
+
+
+def rewrite_spots(src: Path, dst: Path, **changes) -> Path:
+    """A copy of a spots artifact with metadata extras changed (``label=None`` drops the labels)."""
+    df, meta = read_table(src, "spots")
+    if changes.pop("drop_labels", False):
+        df["label"] = pd.array([None] * len(df), dtype="string")
+    extra = {k: v for k, v in meta.items() if k not in CORE_KEYS}
+    extra.update(changes)
+    prov = Provenance("spots", meta["sample"], meta["stage"], meta["params"], meta["inputs"], extra)
+    return write_table(df, dst, prov)
+
+
+@pytest.fixture(scope="module")
+def slide(synthetic_preprocessed, tmp_path_factory):
+    """The synthetic slide's preprocess outputs plus separable embeddings of its planted regions."""
+    paths = synthetic_preprocessed
+    spots, meta = read_table(paths["spots"], "spots")
+    truth = paths["slide"].truth.reindex(spots["spot_id"]).to_numpy()
+    regions = pd.factorize(truth, sort=True)[0]
+    folder = tmp_path_factory.mktemp("cluster_inputs")
+    emb = write_embeddings(folder / "syn.embeddings.parquet", spots["spot_id"], separable_embeddings(spots["spot_id"], regions), "syn")
+    return {"spots": paths["spots"], "h5ad": paths["h5ad"], "embeddings": emb, "truth": truth, "regions": regions,
+            "folder": folder, "n": len(spots)}
+
+
+def cluster_args(slide, outdir, *extra):
+    return ["cluster", "--embeddings", slide["embeddings"], "--spots", slide["spots"], "--h5ad", slide["h5ad"],
+            "--outdir", outdir, "-q", *extra]
+
+
+@pytest.fixture(scope="module")
+def clustered(slide, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clustered")
+    run_cli(*cluster_args(slide, out))
+    return out
+
+
+def test_recovers_planted_regions_and_writes_every_output(slide, clustered):
+    for name in ("clusters.parquet", "dendrogram.png", "clusters.png", "umap.png", "senca.h5ad"):
+        assert (clustered / f"syn.{name}").stat().st_size > 0, name
+    df, meta = read_table(clustered / "syn.clusters.parquet", "clusters")
+    assert list(df.columns) == ["spot_id", "cluster", "label", "pixel_x", "pixel_y"]
+    assert df["cluster"].dtype == np.int32
+    spots, _ = read_table(slide["spots"], "spots")
+    assert list(df["spot_id"]) == list(spots["spot_id"])  # the spots' order, not the embeddings' shuffled one
+    assert (df["label"].to_numpy() == slide["truth"]).all()
+    assert np.allclose(df[["pixel_x", "pixel_y"]], spots[["pixel_x", "pixel_y"]])
+    assert adjusted_rand_score(slide["truth"], df["cluster"]) > 0.9
+    # k from the labels (no samplesheet n_clusters), recorded with its source
+    assert meta["n_clusters"] == 3 and meta["n_clusters_source"] == "labels"
+    assert meta["stage"] == "cluster" and set(meta["inputs"]) == {"embeddings", "spots", "h5ad"}
+    assert meta["image"]["source"] == "samplesheet" and meta["image"]["path"]
+    # ids 0..k-1, largest cluster first
+    sizes = df["cluster"].value_counts().sort_index().to_numpy()
+    assert list(range(3)) == sorted(df["cluster"].unique()) and (np.diff(sizes) <= 0).all()
+
+
+def test_n_clusters_precedence():
+    from senca.cluster import resolve_n_clusters
+
+    labels = pd.Series(["a", "b", "c", "undetermined", None, "a"], dtype="string")
+    assert resolve_n_clusters(5, 4, labels, 100) == (5, "option")
+    assert resolve_n_clusters(None, 4, labels, 100) == (4, "samplesheet")
+    assert resolve_n_clusters(None, None, labels, 100) == (3, "labels")  # undetermined / null not counted
+    assert resolve_n_clusters(None, None, None, 100) == (None, "auto:silhouette")
+    assert resolve_n_clusters(None, None, pd.Series([None, "NA"], dtype="string"), 100) == (None, "auto:silhouette")
+
+
+def test_option_beats_samplesheet_beats_labels(slide, tmp_path):
+    spots = rewrite_spots(slide["spots"], tmp_path / "syn.spots.parquet", n_clusters=4)
+    args = ["cluster", "--embeddings", slide["embeddings"], "--spots", spots, "--h5ad", slide["h5ad"], "-q"]
+    run_cli(*args, "--outdir", tmp_path / "sheet")
+    _, meta = read_table(tmp_path / "sheet" / "syn.clusters.parquet", "clusters")
+    assert (meta["n_clusters"], meta["n_clusters_source"]) == (4, "samplesheet")
+    run_cli(*args, "--n-clusters", "5", "--outdir", tmp_path / "opt")
+    df, meta = read_table(tmp_path / "opt" / "syn.clusters.parquet", "clusters")
+    assert (meta["n_clusters"], meta["n_clusters_source"]) == (5, "option") and df["cluster"].nunique() == 5
+
+
+def test_automatic_choice_finds_planted_k_without_labels(slide, tmp_path):
+    spots, _ = read_table(slide["spots"], "spots")
+    groups = np.arange(len(spots)) % 5  # 5 embedding groups, unrelated to the 3 regions
+    emb = write_embeddings(tmp_path / "e.parquet", spots["spot_id"], separable_embeddings(spots["spot_id"], groups, seed=3), "syn")
+    unlabelled = rewrite_spots(slide["spots"], tmp_path / "syn.spots.parquet", drop_labels=True)
+    run_cli("cluster", "--embeddings", emb, "--spots", unlabelled, "--h5ad", slide["h5ad"], "-q", "--outdir", tmp_path / "o")
+    df, meta = read_table(tmp_path / "o" / "syn.clusters.parquet", "clusters")
+    assert meta["n_clusters_source"] == "auto:silhouette" and meta["n_clusters"] == 5
+    assert adjusted_rand_score(groups, df["cluster"]) == 1.0
+    scores = meta["n_clusters_auto"]["scores"]
+    assert set(scores) == {str(k) for k in range(2, 16)} and max(scores, key=scores.get) == "5"
+    assert df["label"].isna().all()
+
+
+def test_outputs_are_byte_identical_on_rerun(slide, clustered, tmp_path):
+    run_cli(*cluster_args(slide, tmp_path))
+    for name in ("clusters.parquet", "dendrogram.png", "clusters.png", "umap.png", "senca.h5ad"):
+        assert (tmp_path / f"syn.{name}").read_bytes() == (clustered / f"syn.{name}").read_bytes(), name
+
+
+def test_h5ad_works_with_scanpy_spatial(slide, clustered, tmp_path):
+    import anndata as ad
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import scanpy as sc
+
+    adata = ad.read_h5ad(clustered / "syn.senca.h5ad")
+    df, _ = read_table(clustered / "syn.clusters.parquet", "clusters")
+    assert list(adata.obs_names) == list(df["spot_id"])
+    assert (adata.obs["senca_cluster"].astype(int).to_numpy() == df["cluster"].to_numpy()).all()
+    assert list(adata.obs["senca_cluster"].cat.categories) == ["0", "1", "2"]
+    assert adata.obsm["X_senca"].shape == (slide["n"], 64) and adata.obsm["X_umap"].shape == (slide["n"], 2)
+    assert "counts" in adata.layers and adata.obsm["spatial"].shape == (slide["n"], 2)
+    library = adata.uns["spatial"]["syn"]
+    hires = library["images"]["hires"]
+    assert hires.dtype == np.uint8 and hires.ndim == 3 and max(hires.shape[:2]) <= 2000
+    assert library["scalefactors"]["spot_diameter_fullres"] == pytest.approx(0.55 * slide_pitch(slide))
+    fig = sc.pl.spatial(adata, color="senca_cluster", library_id="syn", show=False, return_fig=True)
+    fig.savefig(tmp_path / "spatial.png")
+    assert (tmp_path / "spatial.png").stat().st_size > 0
+
+
+def slide_pitch(slide) -> float:
+    _, meta = read_table(slide["spots"], "spots")
+    return float(meta["spot_pitch_px"])
+
+
+def test_imageless_slide(slide, tmp_path):
+    import anndata as ad
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import scanpy as sc
+
+    spots = rewrite_spots(slide["spots"], tmp_path / "syn.spots.parquet",
+                          image={"path": None, "source": "none", "scale": 1.0, "width": None, "height": None})
+    run_cli("cluster", "--embeddings", slide["embeddings"], "--spots", spots, "--h5ad", slide["h5ad"], "-q",
+            "--outdir", tmp_path / "o")
+    _, meta = read_table(tmp_path / "o" / "syn.clusters.parquet", "clusters")
+    assert meta["image"]["source"] == "none" and meta["image"]["path"] is None
+    adata = ad.read_h5ad(tmp_path / "o" / "syn.senca.h5ad")
+    assert dict(adata.uns["spatial"]["syn"]["images"]) == {}  # no pixels invented
+    sc.pl.spatial(adata, color="senca_cluster", library_id="syn", img_key=None, show=False)
+    assert (tmp_path / "o" / "syn.clusters.png").stat().st_size > 0
+
+
+def test_unreachable_recorded_image_and_image_option(slide, synthetic_preprocessed, tmp_path, caplog):
+    from senca.cluster import cluster_slide
+
+    spots = rewrite_spots(slide["spots"], tmp_path / "syn.spots.parquet",
+                          image={"path": "/nonexistent/moved.jpg", "source": "samplesheet", "scale": 1.0})
+    with caplog.at_level("WARNING", logger="senca"):
+        result = cluster_slide(slide["embeddings"], spots, slide["h5ad"])
+    assert "not reachable" in caplog.text and "images" in result.adata.uns["spatial"]["syn"]
+    assert dict(result.adata.uns["spatial"]["syn"]["images"]) == {}
+    image = Path(synthetic_preprocessed["image"])
+    result = cluster_slide(slide["embeddings"], spots, slide["h5ad"], image=image)
+    assert result.provenance.extra["image"]["path"] == str(image.resolve())
+    assert result.adata.uns["spatial"]["syn"]["images"]["hires"].ndim == 3
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_large_slide_path_uses_knn_connectivity(slide, monkeypatch):
+    from senca import cluster
+
+    monkeypatch.setattr(cluster, "EXACT_WARD_MAX_SPOTS", 100)
+    result = cluster.cluster_slide(slide["embeddings"], slide["spots"], slide["h5ad"], seed=0)
+    assert result.provenance.extra["ward"] == "knn-connectivity"
+    assert adjusted_rand_score(slide["truth"], result.clusters["cluster"]) > 0.9
+    for fig in result.figures.values():
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_cut_tree_matches_scipy_and_components_are_joined():
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from senca.cluster import _join_components, cut_tree, order_by_size, ward_tree
+
+    # cluster ids: largest first, ties by the cluster's first spot
+    assert order_by_size(np.array([5, 5, 1, 1, 1, 9])).tolist() == [1, 1, 0, 0, 0, 2]
+    assert order_by_size(np.array([7, 7, 3, 3])).tolist() == [0, 0, 1, 1]
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 8))
+    tree = ward_tree(X)
+    Z = linkage(X, method="ward")
+    for k in (2, 5, 11):
+        ours = cut_tree(tree, k)
+        assert adjusted_rand_score(fcluster(Z, k, criterion="maxclust"), ours) == 1.0
+        assert len(np.unique(ours)) == k
+    # two far-apart blobs whose kNN graphs do not touch: joined into one component
+    blobs = np.vstack([rng.normal(size=(30, 4)), rng.normal(size=(30, 4)) + 100])
+    from sklearn.neighbors import kneighbors_graph
+
+    graph = csr_matrix(kneighbors_graph(blobs, 5))
+    assert connected_components(graph, directed=False)[0] == 2
+    joined = _join_components(graph, blobs)
+    assert connected_components(joined, directed=False)[0] == 1
+    constrained = ward_tree(blobs, joined)
+    assert adjusted_rand_score(np.repeat([0, 1], 30), cut_tree(constrained, 2)) == 1.0
+
+
+def test_embeddings_of_other_spots_is_a_one_line_error(slide, tmp_path):
+    spots, _ = read_table(slide["spots"], "spots")
+    ids = spots["spot_id"].copy()
+    ids.iloc[7] = "999x999"
+    emb = write_embeddings(tmp_path / "e.parquet", ids, separable_embeddings(ids, slide["regions"]), "syn")
+    result = run_cli("cluster", "--embeddings", emb, "--spots", slide["spots"], "--h5ad", slide["h5ad"],
+                     "--outdir", tmp_path / "o", "-q", expect=None)
+    assert_one_line_error(result, spots["spot_id"].iloc[7], "e.parquet")
+    assert not (tmp_path / "o" / "syn.clusters.parquet").exists()
+
+
+def test_too_many_clusters_is_a_one_line_error(slide, tmp_path):
+    result = run_cli(*cluster_args(slide, tmp_path, "--n-clusters", str(slide["n"] + 1)), expect=None)
+    assert_one_line_error(result, "--n-clusters", str(slide["n"] + 1), "spots")
+    result = run_cli(*cluster_args(slide, tmp_path, "--n-clusters", "1"), expect=None)
+    assert_one_line_error(result, "--n-clusters", "at least 2")
+    result = run_cli(*cluster_args(slide, tmp_path, "--image", tmp_path / "missing.jpg"), expect=None)
+    assert_one_line_error(result, "missing.jpg", "not found")
