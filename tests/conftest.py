@@ -42,3 +42,14 @@ def synthetic_preprocessed(synthetic_slide, tmp_path_factory) -> dict:
     params = PreprocessParams(n_hvg=200)
     paths = write_preprocess(preprocess_slide(raw, params), tmp_path_factory.mktemp("preprocessed"), params, raw.inputs)
     return {**paths, "image": s.image, "slide": s, "outdir": paths["spots"].parent}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny test tensors run faster on one thread than two fighting over two cores (and reproducibly)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -124,7 +124,7 @@ def test_unreadable_image(synthetic_slide, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png at all")
     result = run_cli("preprocess", *_st_args(synthetic_slide, **{"--image": broken}), "-o", tmp_path / "o", expect=None)
-    assert_one_line_error(result, "broken.png", "unreadable image")
+    assert_one_line_error(result, "broken.png", "not an image Pillow can read")
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 

@@ -53,15 +53,11 @@ class PreprocessResult:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image file without decoding its pixels; errors name the file."""
-    from PIL import Image, UnidentifiedImageError
+    """(width, height) of an image from its header (no pixels decoded); errors name the file."""
+    from senca.images import open_slide
 
-    Image.MAX_IMAGE_PIXELS = None  # slides are large and trusted; we never decode whole here
-    try:
-        with Image.open(path) as image:
-            return int(image.width), int(image.height)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise SencaError(f"unreadable image ({type(exc).__name__}: {exc})", path) from None
+    info = open_slide(path)
+    return info.width, info.height
 
 
 def preprocess_slide(raw: RawSlide, params: PreprocessParams, n_clusters: int | None = None) -> PreprocessResult:

@@ -1,0 +1,154 @@
+"""The ``embed-patches`` stage's work: one frozen-CNN embedding per spot from the H&E around it.
+
+The paper's image branch is ResNet -> FC -> H (section 3.3). The ResNet is frozen, so it runs once per
+slide here (batched, on the GPU when present) and ``train-senca`` trains only the FC on these
+features. Steps: check the spots against the image header -> patch geometry -> find the encoder's
+weights offline -> decode the slide once at a working resolution -> cut, resize and encode patches
+in batches (DataLoader workers cut while the model runs) -> a QC picture.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from senca.errors import SencaError
+from senca.images import FILL_WHITE, open_slide, read_working_image
+from senca.patches import (
+    DEFAULT_RADIUS_SPOTS,
+    PatchDataset,
+    check_spots_in_image,
+    count_padded,
+    decode_reduction,
+    draw_patch_qc,
+    patch_corners,
+    patch_geometry,
+    qc_examples,
+)
+
+log = logging.getLogger("senca")
+
+QC_MAX_SIDE = 1500
+
+
+@dataclass
+class PatchEmbedding:
+    """The stage's results: float32 (spots x d) features in spot order, metadata, the QC picture."""
+
+    spot_ids: list[str]
+    matrix: np.ndarray
+    metadata: dict[str, Any]
+    qc: Image.Image
+
+
+def resolve_image_path(image: str | Path | None, spots_meta: dict[str, Any], spots_path: str | Path | None = None) -> Path:
+    """``--image`` if given, else the image preprocess resolved (spots metadata ``image.path``).
+
+    A relative recorded path is taken relative to the spots file's folder (a staged Nextflow task).
+    """
+    if image is not None:
+        return Path(image)
+    recorded = (spots_meta.get("image") or {}).get("path")
+    if not recorded:
+        raise SencaError("this slide has no H&E image (spots metadata image: none): pass --image, or train "
+                         "without --patches (image-less slide)", spots_path)
+    path = Path(recorded)
+    if not path.is_absolute() and spots_path is not None and not path.exists():
+        path = Path(spots_path).parent / path
+    if not path.exists():
+        raise SencaError(f"the H&E image recorded by preprocess ({recorded}) is not found here: pass --image",
+                         spots_path)
+    return path
+
+
+def _check_image_matches_spots(info: Any, spots_meta: dict[str, Any]) -> None:
+    """Spot pixel coordinates index the image preprocess resolved; another-sized image would misplace them."""
+    recorded = spots_meta.get("image") or {}
+    width, height = recorded.get("width"), recorded.get("height")
+    if width and height and (int(width), int(height)) != (info.width, info.height):
+        raise SencaError(f"image is {info.width} x {info.height} px but the spot coordinates were resolved for a "
+                         f"{width} x {height} px image ({recorded.get('path')}); give that image, or rerun preprocess "
+                         "with this one", info.path)
+
+
+def embed_patches(spots: pd.DataFrame, spots_meta: dict[str, Any], image_path: str | Path, encoder: str = "resnet50",
+                  weights: str | Path | None = None, radius_spots: float = DEFAULT_RADIUS_SPOTS,
+                  patch_px: int | None = None, batch_size: int = 64, workers: int = 0, device: str = "auto",
+                  quiet: bool = False) -> PatchEmbedding:
+    """Embed the H&E patch around every spot with a frozen ImageNet CNN (paper 3.3).
+
+    ``spots``/``spots_meta``: a spots artifact (``spot_id``, ``pixel_x``, ``pixel_y`` in the image's
+    pixel frame; metadata ``spot_pitch_px``, ``image``). Returns features in the spots' row order.
+    """
+    from torch.utils.data import DataLoader
+
+    from senca.device import resolve_device
+    from senca.encoders import encode_batches, load_encoder
+
+    if batch_size < 1:
+        raise SencaError(f"--batch-size must be at least 1, not {batch_size}")
+    if workers < 0:
+        raise SencaError(f"--workers must be 0 or more, not {workers}")
+    if spots.empty:
+        raise SencaError("the spots table has no spots")
+    torch_device = resolve_device(device)
+    ids = spots["spot_id"].astype(str).tolist()
+    xy = spots[["pixel_x", "pixel_y"]].to_numpy(dtype=np.float64)
+
+    info = open_slide(image_path)  # header only: cheap checks before any decoding or weight loading
+    _check_image_matches_spots(info, spots_meta)
+    geometry = patch_geometry(xy[np.isfinite(xy).all(axis=1)], spots_meta.get("spot_pitch_px"), radius_spots, patch_px)
+    check_spots_in_image(ids, xy, info.width, info.height, geometry.side_px, info.path)
+    loaded = load_encoder(encoder, weights)
+
+    reduction = decode_reduction(geometry.side_px, loaded.spec.input_px)
+    log.info("decoding %s (%d x %d px) at 1/%d resolution; patch side %d px (%s)", info.path, info.width,
+             info.height, reduction, geometry.side_px, geometry.rule)
+    working = read_working_image(info.path, reduction)
+    corners, side = patch_corners(xy, geometry.side_px, reduction)
+    height, width = working.pixels.shape[:2]
+    padded = count_padded(corners, side, width, height)
+    if padded:
+        log.info("%d of %d patches reach past the image border and are padded with white", padded, len(ids))
+
+    caption = [
+        f"{spots_meta.get('sample', '?')}: {len(ids)} spots, {info.width} x {info.height} px image, "
+        f"{padded} patches padded white at the border",
+        f"patch {geometry.side_px} px ({geometry.rule})",
+        f"encoder {loaded.spec.name}, weights: {loaded.weights} "
+        f"({Path(loaded.weights_source).name if loaded.pretrained else loaded.weights_source})"
+        + ("  -- NOT PRETRAINED" if not loaded.pretrained else ""),
+    ]
+    examples = qc_examples(xy)
+    dataset = PatchDataset(corners, side, loaded.spec.input_px, pixels=working.pixels)
+    qc = draw_patch_qc(working.pixels, reduction, corners, side, xy, examples,
+                       [dataset.patch(int(i)) for i in examples], caption, QC_MAX_SIDE)
+
+    with tempfile.TemporaryDirectory(prefix="senca-patches-") as tmp:
+        if workers > 0:  # workers memory-map one on-disk copy instead of each getting a pickled slide
+            pixels_file = Path(tmp) / "working.npy"
+            np.save(pixels_file, working.pixels)
+            dataset = PatchDataset(corners, side, loaded.spec.input_px, pixels_file=pixels_file)
+        del working  # with workers the page cache holds the slide; without, the dataset does
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                            pin_memory=torch_device.type == "cuda", persistent_workers=False)
+        matrix, precision = encode_batches(loaded, loader, len(ids), torch_device, quiet, total=len(loader))
+
+    metadata = {
+        **loaded.metadata(),
+        "patch": {**geometry.to_json(), "side_working_px": side, "decode_reduction": reduction,
+                  "resized_to_px": loaded.spec.input_px, "resize": "bilinear (antialiased)",
+                  "padding": f"constant white ({FILL_WHITE}, {FILL_WHITE}, {FILL_WHITE}) outside the image",
+                  "n_padded": padded},
+        "image": {**info.to_json(), "source": (spots_meta.get("image") or {}).get("source")},
+        "device": str(torch_device), "precision": precision, "batch_size": batch_size, "workers": workers,
+        "platform": spots_meta.get("platform"),
+    }
+    return PatchEmbedding(spot_ids=ids, matrix=matrix, metadata=metadata, qc=qc)
