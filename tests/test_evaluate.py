@@ -158,3 +158,12 @@ def test_bad_inputs_are_one_line_errors(cohort, tmp_path):
     assert_one_line_error(run_cli("evaluate", cohort[0], cohort[0], "--outdir", tmp_path, expect=None), "twice")
     missing = tmp_path / "nope.clusters.parquet"
     assert_one_line_error(run_cli("evaluate", missing, "--outdir", tmp_path, expect=None), str(missing))
+
+
+def test_versions_file_is_shown_in_the_report(tmp_path):
+    clusters = write_clusters(tmp_path / "v.clusters.parquet", "v", [0, 0, 1, 1], ["a", "a", "b", "b"])
+    versions = tmp_path / "versions.yml"
+    versions.write_text('"SENCA:SENCA_TRAIN_SENCA":\n    senca: 0.1.0\n    torch: 2.14.1\n')
+    run_cli("evaluate", clusters, "--versions", versions, "--outdir", tmp_path / "o", "-q")
+    html = (tmp_path / "o" / "report.html").read_text()
+    assert "Software versions" in html and "SENCA_TRAIN_SENCA" in html and "torch: 2.14.1" in html

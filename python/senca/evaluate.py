@@ -103,6 +103,7 @@ class Evaluation:
     slides: list[SlideEvaluation]
     summary: pd.DataFrame
     stats: dict[str, Any]
+    versions: str | None = None  # software versions collected by the Nextflow pipeline (YAML text)
 
 
 def evaluate_slide(path: str | Path) -> SlideEvaluation:

@@ -170,6 +170,8 @@ def build_report(evaluation: Evaluation) -> str:
         _table(summary, left={"sample", "status", "n_clusters_source", "image"}, link_sample=True),
     ]
     body += [_slide_section(slide) for slide in evaluation.slides]
+    if evaluation.versions:
+        body += ["<h2>Software versions</h2>", f"<pre>{_e(evaluation.versions)}</pre>"]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<title>senca-st report</title>"
             f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

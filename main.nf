@@ -1,0 +1,95 @@
+#!/usr/bin/env nextflow
+/*
+ * senca-st: tissue regions in cancer slides from spatial transcriptomics and H&E (SENCA-st).
+ *
+ *   nextflow run main.nf -profile test,docker --outdir results            # the bundled demo
+ *   nextflow run main.nf -profile gpu,singularity,slurm --input samplesheet.csv --outdir results
+ *
+ * Checks every parameter against nextflow_schema.json and the whole samplesheet (every bad row
+ * at once) before any task starts, prints a parameter summary, then runs workflows/senca.nf for
+ * every slide. `--help` lists the parameters. Outputs: see docs/nextflow.md.
+ */
+
+include { validateParameters; paramsSummaryLog; samplesheetToList } from 'plugin/nf-schema'
+include { SENCA } from './workflows/senca'
+
+workflow {
+    validateParameters()
+    log.info(paramsSummaryLog(workflow))
+
+    def slides = readSamplesheet(params.input)
+    ch_slides = channel.fromList(slides.collect { slide -> slide.inputs })
+    ch_known_images = channel.fromList(slides.findAll { slide -> slide.patch_image }.collect { slide -> [slide.inputs[0], slide.patch_image] })
+    ch_weights = channel.value(params.weights && params.weights != 'random' ? file(params.weights, checkIfExists: true) : [])
+    SENCA(ch_slides, ch_known_images, ch_weights)
+
+    SENCA.out.versions
+        .map { versions -> versions.text.trim() }
+        .unique()
+        .mix(channel.of("Workflow:\n    senca-st: ${workflow.manifest.version}\n    Nextflow: ${nextflow.version}"))
+        .collectFile(name: 'software_versions.yml', storeDir: "${params.outdir}/pipeline_info", newLine: true, sort: true)
+
+    SENCA.out.incomplete
+        .collectFile(name: 'incomplete_samples.txt', storeDir: "${params.outdir}/pipeline_info", newLine: true, sort: true)
+        .subscribe { listing -> log.warn("Slides that did not finish (a task failed; see the 'Error is ignored' lines above): ${listing.text.readLines().join(', ')}") }
+
+    workflow.onComplete {
+        def ignored = workflow.stats.ignoredCount
+        log.info(workflow.success && ignored == 0
+            ? "senca-st: done; results in ${params.outdir} (per slide: <outdir>/<sample>/, cohort: <outdir>/summary/report.html)"
+            : workflow.success
+            ? "senca-st: done with ${ignored} failed task(s) ignored; the slides concerned are listed in ${params.outdir}/pipeline_info/incomplete_samples.txt"
+            : "senca-st: failed: ${workflow.errorMessage}")
+    }
+}
+
+/*
+ * The samplesheet as a list of slides: `inputs` = [meta, data, image, positions, labels] (files,
+ * or [] where absent) for PREPROCESS, and `patch_image`, the H&E embed-patches will use where it
+ * is known before preprocessing.
+ * nf-schema checks each row's shape (assets/schema_input.json); here relative paths are resolved
+ * against the samplesheet's own folder (as `senca preprocess --samplesheet` does) and every
+ * missing file is reported at once.
+ */
+def readSamplesheet(input) {
+    def sheet = file(input, checkIfExists: true)
+    def rows = samplesheetToList(sheet, "${projectDir}/assets/schema_input.json")
+    def problems = []
+    def slides = rows.collect { row ->
+        def meta = row[0]
+        def paths = ['data', 'image', 'positions', 'labels'].withIndex().collectEntries { column, i ->
+            def path = row[i + 1] ? resolveAgainst(sheet.parent, row[i + 1].toString()) : null
+            if( path != null && !path.exists() )
+                problems << "sample ${meta.id}: ${column} not found: ${path}"
+            [(column): path]
+        }
+        [
+            inputs: [meta, paths.data, paths.image ?: [], paths.positions ?: [], paths.labels ?: []],
+            patch_image: patchImage(paths.data, paths.image)
+        ]
+    }
+    if( problems )
+        error("Samplesheet ${sheet}: ${problems.size()} problem(s):\n  " + problems.join('\n  '))
+    return slides
+}
+
+// An absolute path or URL as given, a relative one from the samplesheet's folder.
+def resolveAgainst(base, String value) {
+    return value.startsWith('/') || value.contains('://') ? file(value) : base.resolve(value)
+}
+
+/*
+ * The image embed-patches must cut patches from, where it is known before preprocessing: the
+ * samplesheet's image, else the image senca's Space Ranger reader picks from outs/spatial/
+ * (hires before lowres, as senca.io.readers.choose_visium_image does, so the spot coordinates
+ * preprocess scaled into that image's frame match it). null: no image, or one inside an .h5ad.
+ */
+def patchImage(data, image) {
+    if( image )
+        return image
+    if( data != null && data.isDirectory() )
+        return ['tissue_hires_image.png', 'tissue_lowres_image.png']
+            .collect { name -> data.resolve('spatial').resolve(name) }
+            .find { candidate -> candidate.exists() }
+    return null
+}

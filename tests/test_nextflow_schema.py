@@ -1,0 +1,224 @@
+"""The pipeline's JSON schemas: nextflow_schema.json (parameters) and assets/schema_input.json (samplesheet).
+
+nf-schema enforces both at the start of every ``nextflow run``; Nextflow is not installable here,
+so the schemas are checked with ``jsonschema`` directly: each is a valid draft 2020-12 schema, the
+parameters in ``nextflow.config`` and the schema are the same set with the same defaults, the
+bundled samplesheets pass, and bad ones are rejected, with the same verdicts as senca's own reader.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from nextflow_render import REPO, read_params
+
+from senca.errors import SencaError
+from senca.io import samplesheet as senca_samplesheet
+
+PARAMS_SCHEMA = REPO / "nextflow_schema.json"
+INPUT_SCHEMA = REPO / "assets" / "schema_input.json"
+DEMO_SHEET = REPO / "python" / "senca" / "data" / "demo" / "samplesheet.csv"
+EXAMPLE_SHEET = REPO / "assets" / "samplesheet_example.csv"
+
+
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def schema_params(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every parameter of an nf-schema parameters schema (properties of each $defs group)."""
+    params: dict[str, dict[str, Any]] = dict(schema.get("properties", {}))
+    for group in schema.get("$defs", {}).values():
+        params.update(group.get("properties", {}))
+    return params
+
+
+def params_errors(values: dict[str, Any]) -> list[str]:
+    """Validate params as nf-schema does: null params are unset; unknown params are errors."""
+    schema = load(PARAMS_SCHEMA)
+    known = schema_params(schema)
+    present = {k: (float(v) if type(v).__name__ == "Decimal" else v) for k, v in values.items() if v is not None}
+    errors = [f"{k}: not a parameter of the pipeline" for k in present if k not in known]
+    validator = jsonschema.Draft202012Validator(schema)
+    errors += [f"{'/'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in validator.iter_errors(present)]
+    return errors
+
+
+def read_sheet_rows(path: Path) -> list[dict[str, Any]]:
+    """A samplesheet as nf-schema hands it to the schema: empty cells dropped, typed columns cast."""
+    properties = load(INPUT_SCHEMA)["items"]["properties"]
+    rows = []
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        for raw in csv.DictReader(handle):
+            row: dict[str, Any] = {}
+            for key, value in raw.items():
+                if value is None or value.strip() == "":
+                    continue
+                value = value.strip()
+                if properties.get(key, {}).get("type") == "integer" and re.fullmatch(r"[+-]?\d+", value):
+                    value = int(value)  # otherwise left as text: the schema reports the wrong type
+                row[key] = value
+            rows.append(row)
+    return rows
+
+
+def sheet_errors(path: Path) -> list[str]:
+    """Every problem assets/schema_input.json finds in a samplesheet ('row N: column: message')."""
+    schema = load(INPUT_SCHEMA)
+    rows = read_sheet_rows(path)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = []
+    for error in validator.iter_errors(rows):
+        where = list(error.path)
+        row = f"row {where[0] + 2}" if where else "sheet"
+        column = where[1] if len(where) > 1 else "-"
+        if error.validator == "required":  # reported on the row: name the missing column
+            column = error.message.split("'")[1]
+        errors.append(f"{row}: {column}: {error.message}")
+    # nf-schema's own keyword (not JSON Schema): these columns must be unique across rows.
+    for column in schema.get("uniqueEntries", []):
+        seen: dict[Any, int] = {}
+        for i, row in enumerate(rows, start=2):
+            if column in row and row[column] in seen:
+                errors.append(f"row {i}: {column}: duplicate of row {seen[row[column]]}")
+            seen.setdefault(row.get(column), i)
+    return errors
+
+
+# ----------------------------------------------------------------------------------------------
+# nextflow_schema.json
+# ----------------------------------------------------------------------------------------------
+def test_params_schema_is_a_valid_json_schema() -> None:
+    schema = load(PARAMS_SCHEMA)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(schema)
+    groups = set(schema["$defs"])
+    assert {ref["$ref"].rsplit("/", 1)[1] for ref in schema["allOf"]} == groups, "every group is referenced"
+
+
+def test_every_config_param_is_in_the_schema_and_back() -> None:
+    config = read_params(REPO / "nextflow.config")
+    documented = schema_params(load(PARAMS_SCHEMA))
+    assert sorted(set(config) - set(documented)) == [], "params missing from nextflow_schema.json"
+    assert sorted(set(documented) - set(config)) == [], "schema params missing from nextflow.config"
+
+
+def test_schema_defaults_equal_config_defaults() -> None:
+    config = read_params(REPO / "nextflow.config")
+    for name, spec in schema_params(load(PARAMS_SCHEMA)).items():
+        value = config[name]
+        if value is None:
+            assert "default" not in spec, f"{name}: unset in nextflow.config but has a schema default"
+        else:
+            assert spec.get("default") == (float(value) if type(value).__name__ == "Decimal" else value), name
+
+
+def test_every_param_has_description_and_help_text() -> None:
+    for name, spec in schema_params(load(PARAMS_SCHEMA)).items():
+        assert spec.get("description", "").strip(), f"{name}: no description"
+        assert spec.get("help_text", "").strip(), f"{name}: no help_text"
+        assert spec.get("type") in {"string", "integer", "number", "boolean"}, name
+
+
+@pytest.mark.parametrize("profiles", [[], ["test"], ["gpu"], ["test", "gpu"]])
+def test_profile_params_validate(profiles: list[str]) -> None:
+    configs = [REPO / "nextflow.config"] + [REPO / "conf" / f"{p}.config" for p in profiles]
+    values = read_params(*configs)
+    if values["input"] is None:  # required on the command line unless a profile sets it
+        values["input"] = "samplesheet.csv"
+    assert params_errors(values) == []
+
+
+@pytest.mark.parametrize(("name", "value", "fragment"), [
+    ("encoder", "vgg16", "is not one of"),
+    ("epochs", 0, "less than the minimum"),
+    ("device", "tpu", "is not one of"),
+    ("lr", -1.0, "less than or equal to the minimum"),
+    ("input", "slides.xlsx", "does not match"),
+    ("no_hierarchical", "yes", "is not of type 'boolean'"),
+    ("not_a_param", 1, "not a parameter"),
+])
+def test_bad_params_are_rejected(name: str, value: Any, fragment: str) -> None:
+    values = read_params(REPO / "nextflow.config") | {"input": "samplesheet.csv", name: value}
+    errors = params_errors(values)
+    assert any(fragment in e for e in errors), errors
+
+
+# ----------------------------------------------------------------------------------------------
+# assets/schema_input.json
+# ----------------------------------------------------------------------------------------------
+def test_samplesheet_schema_is_valid_and_matches_senca_reader() -> None:
+    schema = load(INPUT_SCHEMA)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    columns = set(schema["items"]["properties"])
+    assert columns == set(senca_samplesheet.REQUIRED_COLUMNS + senca_samplesheet.OPTIONAL_COLUMNS)
+    assert set(schema["items"]["required"]) == set(senca_samplesheet.REQUIRED_COLUMNS)
+    assert schema["items"]["properties"]["sample"]["pattern"] == senca_samplesheet.SAMPLE_PATTERN.pattern
+    assert schema["items"]["properties"]["sample"]["meta"] == ["id"]
+
+
+@pytest.mark.parametrize("sheet", [DEMO_SHEET, EXAMPLE_SHEET], ids=["demo", "example"])
+def test_bundled_samplesheets_pass(sheet: Path) -> None:
+    if not sheet.is_file():
+        pytest.skip(f"{sheet.relative_to(REPO)} not present yet")
+    assert sheet_errors(sheet) == []
+    # Relative paths resolve against the sheet's own folder (main.nf and senca do the same).
+    for row in read_sheet_rows(sheet):
+        for column in ("data", "image", "positions", "labels"):
+            if column in row and not Path(row[column]).is_absolute():
+                target = (sheet.parent / row[column]).resolve()
+                if sheet == EXAMPLE_SHEET and not target.exists():
+                    pytest.skip("the example sheet points at ../shared/data, absent here")
+                assert target.exists(), f"{sheet.name}: {row['sample']}: {column} {target} missing"
+
+
+BAD_ROWS = {
+    "sample with a space": ("bad id,x.tsv.gz,,spots.tsv,,", "sample"),
+    "no data": ("s1,,,,,", "data"),
+    "bitmap image": ("s1,outs,he.bmp,,,", "image"),
+    "n_clusters of 1": ("s1,outs,,,,1", "n_clusters"),
+    "n_clusters not a number": ("s1,outs,,,,many", "n_clusters"),
+    "counts table without positions": ("s1,counts.tsv.gz,,,,", "positions"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ROWS))
+def test_bad_samplesheet_rows_are_rejected(case: str, tmp_path: Path) -> None:
+    row, column = BAD_ROWS[case]
+    sheet = tmp_path / "samplesheet.csv"
+    sheet.write_text("sample,data,image,positions,labels,n_clusters\n" + row + "\n", encoding="utf-8")
+    errors = sheet_errors(sheet)
+    assert any(e.startswith(f"row 2: {column}:") for e in errors), errors
+    # senca's own reader (used by `senca run` and `senca preprocess --samplesheet`) agrees.
+    with pytest.raises(SencaError):
+        senca_samplesheet.read_samplesheet(sheet)
+
+
+def test_bad_samplesheet_reports_every_problem(tmp_path: Path) -> None:
+    sheet = tmp_path / "samplesheet.csv"
+    sheet.write_text("sample,data,image,positions,labels,n_clusters,colour\n"
+                     "a,outs,,,,,red\n"
+                     "a,outs,he.gif,,,0,\n"
+                     "b c,counts.tsv,,,,,\n", encoding="utf-8")
+    errors = sheet_errors(sheet)
+    assert any(e.startswith("row 2: ") and "colour" in e for e in errors), errors  # unknown column
+    assert any(e.startswith("row 3: sample: duplicate of row 2") for e in errors), errors
+    assert any(e.startswith("row 3: image:") for e in errors), errors
+    assert any(e.startswith("row 3: n_clusters:") for e in errors), errors
+    assert any(e.startswith("row 4: sample:") for e in errors), errors
+    assert any(e.startswith("row 4: positions:") for e in errors), errors
+
+
+def test_good_rows_of_every_kind_pass(tmp_path: Path) -> None:
+    sheet = tmp_path / "samplesheet.csv"
+    sheet.write_text("sample,data,image,positions,labels,n_clusters\n"
+                     "st_1,counts/A1.tsv.gz,A1.JPG,A1_selection.tsv,A1_labels.tsv,6\n"
+                     "visium.151673,151673/outs,,,labels.csv,7\n"
+                     "h5ad-1,slide.h5ad,he.tiff,,,\n", encoding="utf-8")
+    assert sheet_errors(sheet) == []

@@ -1,0 +1,101 @@
+/*
+ * The per-slide DAG (ARCHITECTURE.md), run for every slide of the cohort in parallel.
+ *
+ *   PREPROCESS -> EMBED_PATCHES (slides with an image) -> TRAIN_SENCA -> CLUSTER -> MARKERS
+ *                                                                          \-> EVALUATE (cohort)
+ *
+ * Every channel is keyed by the slide's `meta` map (meta.id = samplesheet `sample`), so each slide
+ * moves on as soon as its own inputs are ready, and a slide whose task failed (and was ignored,
+ * see conf/base.config) simply drops out: the others go on, and the slides that did not reach the
+ * end are emitted on `incomplete` for the closing report.
+ */
+
+include { PREPROCESS    } from '../modules/local/preprocess/main'
+include { EMBED_PATCHES } from '../modules/local/embed_patches/main'
+include { TRAIN_SENCA   } from '../modules/local/train_senca/main'
+include { CLUSTER       } from '../modules/local/cluster/main'
+include { MARKERS       } from '../modules/local/markers/main'
+include { EVALUATE      } from '../modules/local/evaluate/main'
+
+workflow SENCA {
+    take:
+    ch_slides         // [meta, data, image, positions, labels]: files, or [] where the samplesheet has none
+    ch_known_images   // [meta, image]: the H&E a slide's patches come from, where known before preprocessing
+    ch_weights        // value channel: the encoder weights file, or [] for the encoder's default
+
+    main:
+    PREPROCESS(ch_slides)
+
+    // The H&E each slide's patches are cut from: the samplesheet's image or the image a Space
+    // Ranger outs/ folder holds (both known up front), or the image preprocess wrote out of an .h5ad.
+    ch_images = ch_known_images.mix(PREPROCESS.out.image)
+
+    // A slide with no image anywhere runs image-less (train-senca without --patches). Which slides
+    // those are is known once every preprocess has finished (an .h5ad may carry an image).
+    ch_routed = PREPROCESS.out.spots
+        .join(ch_images, remainder: true)
+        .filter { _meta, spots, _image -> spots != null }
+        .branch { _meta, _spots, image ->
+            with_image: image != null
+            imageless: true
+        }
+
+    EMBED_PATCHES(ch_routed.with_image, ch_weights)
+
+    ch_preprocessed = PREPROCESS.out.spots
+        .join(PREPROCESS.out.expr)
+        .join(PREPROCESS.out.graph)
+    ch_train = ch_preprocessed
+        .join(EMBED_PATCHES.out.patches)
+        .mix(ch_preprocessed.join(ch_routed.imageless.map { meta, _spots, _image -> [meta, []] }))
+    TRAIN_SENCA(ch_train)
+
+    ch_image_or_none = ch_routed.with_image
+        .map { meta, _spots, image -> [meta, image] }
+        .mix(ch_routed.imageless.map { meta, _spots, _image -> [meta, []] })
+    CLUSTER(
+        TRAIN_SENCA.out.embeddings
+            .join(PREPROCESS.out.spots)
+            .join(PREPROCESS.out.h5ad)
+            .join(ch_image_or_none)
+    )
+
+    MARKERS(CLUSTER.out.clusters.join(PREPROCESS.out.h5ad))
+
+    // The cohort summary waits for every slide; the report embeds the figures and markers staged
+    // beside each clusters file (collect flattens the per-slide lists into one list of files).
+    ch_beside = CLUSTER.out.figures
+        .map { _meta, clusters_png, umap_png, dendrogram_png -> [clusters_png, umap_png, dendrogram_png] }
+        .mix(MARKERS.out.markers.map { _meta, markers -> [markers] })
+        .mix(MARKERS.out.figure.map { _meta, markers_png -> [markers_png] })
+        .mix(EMBED_PATCHES.out.qc.map { _meta, qc_png -> [qc_png] })
+        .collect()
+        .ifEmpty([])
+    // Every stage task's versions.yml, one copy per distinct content, shown in the report.
+    ch_stage_versions = PREPROCESS.out.versions
+        .mix(EMBED_PATCHES.out.versions, TRAIN_SENCA.out.versions, CLUSTER.out.versions, MARKERS.out.versions)
+        .map { file -> file.text }
+        .unique()
+        .collectFile(name: 'collated_versions.yml', newLine: true, sort: true)
+    EVALUATE(CLUSTER.out.clusters.map { _meta, clusters -> clusters }.collect(), ch_beside, ch_stage_versions)
+
+    // Slides that did not reach the end (a task failed and was ignored).
+    ch_incomplete = ch_slides
+        .map { meta, _data, _image, _positions, _labels -> [meta.id, meta] }
+        .join(MARKERS.out.markers.map { meta, _markers -> [meta.id, true] }, remainder: true)
+        .filter { _id, _meta, done -> done == null }
+        .map { id, _meta, _done -> id }
+
+    ch_versions = PREPROCESS.out.versions
+        .mix(EMBED_PATCHES.out.versions, TRAIN_SENCA.out.versions, CLUSTER.out.versions,
+             MARKERS.out.versions, EVALUATE.out.versions)
+
+    emit:
+    clusters   = CLUSTER.out.clusters
+    h5ad       = CLUSTER.out.h5ad
+    markers    = MARKERS.out.markers
+    summary    = EVALUATE.out.csv
+    report     = EVALUATE.out.report
+    incomplete = ch_incomplete
+    versions   = ch_versions
+}
