@@ -222,6 +222,8 @@ def test_optional_inputs_are_rendered_only_when_given() -> None:
     preprocess, _ = rendered(procs["PREPROCESS"], PARAM_SETS["test"](), full=True)
     assert "--n-clusters 7" in preprocess
     assert "--n-clusters" not in rendered(procs["PREPROCESS"], PARAM_SETS["test"](), full=False)[0]
+    # cluster reads n_clusters from the spots metadata, so both runners record the same source
+    assert "--n-clusters" not in rendered(procs["CLUSTER"], PARAM_SETS["test"](), full=True)[0]
 
 
 def test_params_reach_the_commands() -> None:

@@ -15,14 +15,12 @@ process CLUSTER {
     def args = task.ext.args ?: ''
     prefix = task.ext.prefix ?: "${meta.id}"
     def image_arg = image ? "--image ${image}" : ''
-    def n_clusters_arg = meta.n_clusters ? "--n-clusters ${meta.n_clusters}" : ''
     """
     senca cluster \\
         --embeddings ${embeddings} \\
         --spots ${spots} \\
         --h5ad ${h5ad} \\
         ${image_arg} \\
-        ${n_clusters_arg} \\
         ${args} \\
         --outdir .
 
