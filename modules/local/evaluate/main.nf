@@ -5,7 +5,7 @@ process EVALUATE {
     input:
     path(clusters, stageAs: 'slides/*')
     path(beside, stageAs: 'slides/*')
-    path(versions, stageAs: 'collated_versions.yml')
+    path(versions, stageAs: 'versions/*')
 
     output:
     path "summary.csv", emit: csv
