@@ -1,0 +1,47 @@
+"""``senca run``: the embedded single-machine runner over a whole samplesheet."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from senca.commands.common import device_option, log, quiet_option, seed_option, setup_logging, user_errors
+from senca.pipeline import RunOptions, run_samplesheet
+
+
+@click.command("run")
+@click.option("--samplesheet", required=True, type=click.Path(dir_okay=False), help="Samplesheet CSV (see docs/cli.md).")
+@click.option("--outdir", "-o", required=True, type=click.Path(file_okay=False), help="Output folder (one subfolder per slide + summary/).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="Slides processed in parallel.")
+@click.option("--encoder", type=click.Choice(["resnet50", "resnet18", "efficientnet-lite0"]), default="resnet50", show_default=True,
+              help="Image encoder for embed-patches (efficientnet-lite0 ships its weights: works offline).")
+@click.option("--weights", type=str, default=None, help="Encoder weights: a state-dict file, or 'random' (recorded).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs [default: train-senca's].")
+@click.option("--k", type=click.IntRange(min=1), default=None, help="Neighbours per spot [default: 4 for ST, 6 for Visium].")
+@click.option("--n-hvg", type=click.IntRange(min=1), default=None, help="Highly variable genes [default: preprocess's, 500].")
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Skip stages whose outputs are complete for the same inputs.")
+@device_option
+@seed_option
+@quiet_option
+@user_errors
+def run(samplesheet, outdir, jobs, encoder, weights, epochs, k, n_hvg, resume, device, seed, quiet):
+    """Run every stage for every slide of SAMPLESHEET on this machine.
+
+    Same commands and output layout as the Nextflow pipeline; failed slides are reported and the
+    others finish. Exit status 1 when any slide failed.
+    """
+    setup_logging(quiet)
+    opts = RunOptions(encoder=encoder, weights=weights, epochs=epochs, device=device, seed=seed, k=k, n_hvg=n_hvg,
+                      resume=resume, quiet=quiet)
+    results = run_samplesheet(samplesheet, outdir, opts, jobs)
+    for r in results:
+        state = "ok" if r.ok else f"FAILED: {r.error}"
+        detail = f"ran {', '.join(r.ran) or 'nothing'}" + (f"; reused {', '.join(r.skipped)}" if r.skipped else "")
+        log.info("%s: %s (%s; image: %s)", r.sample, state, detail, "yes" if r.image else "none")
+    failed = [r for r in results if not r.ok]
+    if failed:  # one line: every failed slide with the reason its stage gave (file / column / spot)
+        reasons = "; ".join(f"{r.sample} ({r.error})" for r in failed)
+        click.echo(f"Error: {len(failed)} of {len(results)} slide(s) failed: {reasons}", err=True)
+        sys.exit(1)
+    log.info("done: %d slide(s); report at %s/summary/report.html", len(results), outdir)

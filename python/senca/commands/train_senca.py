@@ -1,0 +1,99 @@
+"""``senca train-senca``: train SENCA-st on one slide (self-supervised) and write its shared embedding S."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from senca.commands.common import (
+    device_option,
+    outdir_option,
+    quiet_option,
+    seed_option,
+    setup_logging,
+    user_errors,
+)
+
+log = logging.getLogger("senca")
+_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+class _Defaults:
+    """senca.train.TrainConfig's defaults, repeated so `--help` needs no torch (a test keeps them equal)."""
+
+    epochs = 10
+    lr = 5e-4
+    lambda_mse = 40.0
+    temperature = 0.5
+    hidden_dim = 256
+    rna_dim = 128
+    shared_dim = 64
+    combine = "concat"
+    batch_spots = 128
+
+
+_DEFAULTS = _Defaults
+
+
+@click.command("train-senca")
+@click.option("--spots", "spots_path", required=True, type=_FILE, help="{s}.spots.parquet from `senca preprocess`.")
+@click.option("--expr", "expr_path", required=True, type=_FILE, help="{s}.expr.parquet (HVG matrix) from `senca preprocess`.")
+@click.option("--graph", "graph_path", required=True, type=_FILE, help="{s}.graph.parquet (kNN edges) from `senca preprocess`.")
+@click.option("--patches", "patches_path", type=_FILE, default=None,
+              help="{s}.patches.parquet from `senca embed-patches`; absent: image-less slide (docs/method.md).")
+@click.option("--epochs", type=int, default=_DEFAULTS.epochs, show_default=True, help="Passes over the slide (every spot in one mini-batch per epoch).")
+@click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True, help="Adam learning rate.")
+@click.option("--lambda-mse", type=float, default=_DEFAULTS.lambda_mse, show_default=True,
+              help="Weight of the reconstruction term MSE(E, D) in eq. 1.")
+@click.option("--temperature", type=float, default=_DEFAULTS.temperature, show_default=True, help="NT-Xent temperature.")
+@click.option("--hidden-dim", type=int, default=_DEFAULTS.hidden_dim, show_default=True, help="Graph transformer hidden width.")
+@click.option("--rna-dim", type=int, default=_DEFAULTS.rna_dim, show_default=True, help="Width of R and H.")
+@click.option("--shared-dim", type=int, default=_DEFAULTS.shared_dim, show_default=True, help="Width of the shared embedding S.")
+@click.option("--combine", type=click.Choice(["concat", "sum"]), default=_DEFAULTS.combine, show_default=True,
+              help="How spot i's two cross-attention rows are combined before the encoder.")
+@click.option("--k", type=int, default=None,
+              help="Neighbours per spot (paper table 5)  [default: the graph's own k from preprocess]")
+@click.option("--no-cross-attention", is_flag=True, help="Ablation: uniform neighbourhood weights instead of attention.")
+@click.option("--no-hierarchical", is_flag=True, help="Ablation: per-spot NT-Xent instead of windowed + pooled terms.")
+@click.option("--batch-spots", type=int, default=_DEFAULTS.batch_spots, show_default=True,
+              help="Most spots per mini-batch (whole spatial cells from across the slide, plus their halo); "
+                   "bounds memory whatever the slide size.")
+@seed_option
+@device_option
+@outdir_option
+@quiet_option
+@user_errors
+def train_senca(spots_path: Path, expr_path: Path, graph_path: Path, patches_path: Path | None, epochs: int, lr: float,
+                lambda_mse: float, temperature: float, hidden_dim: int, rna_dim: int, shared_dim: int, combine: str,
+                k: int | None, no_cross_attention: bool, no_hierarchical: bool, batch_spots: int, seed: int,
+                device: str, outdir: str, quiet: bool) -> None:
+    """Train the SENCA-st model on one slide, without labels.
+
+    Writes {s}.model.pt (state dict + config, loadable with weights_only=True), {s}.embeddings.parquet
+    (the shared embedding S per spot) and {s}.train_log.parquet (every loss term per step).
+    """
+    setup_logging(quiet)
+    from senca.train import TrainConfig, read_training_inputs, write_training_outputs
+    from senca.train import train_senca as run_training
+
+    config = TrainConfig(epochs=epochs, lr=lr, lambda_mse=lambda_mse, temperature=temperature, hidden_dim=hidden_dim,
+                         rna_dim=rna_dim, shared_dim=shared_dim, combine=combine, k=k,
+                         cross_attention=not no_cross_attention, hierarchical=not no_hierarchical,
+                         batch_spots=batch_spots, seed=seed, device=device)
+    config.validate()
+    inputs = read_training_inputs(spots_path, expr_path, graph_path, patches_path)
+    if inputs.image_features is None:
+        log.warning("%s: no --patches: image-less slide (image: none); the image branch gets the expression averaged "
+                    "over each spot's neighbourhood (%d hops, PCA to %d) instead of H&E features",
+                    inputs.sample, config.substitute_hops, config.substitute_dim)
+    log.info("%s: training on %d spots x %d genes (%s)", inputs.sample, len(inputs.spot_ids), inputs.expr.shape[1],
+             "image: patches" if inputs.image_features is not None else "image: none")
+    result = run_training(inputs.expr, inputs.coords, inputs.source, inputs.target, inputs.distance,
+                          inputs.image_features, config, quiet=quiet)
+    paths = write_training_outputs(result, inputs, config, outdir)
+    final = ", ".join(f"{name} {value:.4g}" for name, value in result.summary["final_losses"].items())
+    log.info("%s: %d steps on %s in %.1f s; last epoch %s; S variance %.3g -> %s", inputs.sample,
+             result.summary["steps"], result.summary["device"], result.summary["train_seconds"], final,
+             result.summary["embedding_var"], paths["embeddings"])

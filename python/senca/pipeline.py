@@ -1,0 +1,278 @@
+"""``senca run``: every slide of a samplesheet through every stage on one machine.
+
+The runner calls the same stage commands, with the same arguments and the same output layout, as the
+Nextflow modules do, so a laptop run and a cluster run produce the same files:
+
+    OUTDIR/<sample>/<sample>.*        every per-slide artifact and figure
+    OUTDIR/summary/                   summary.csv, summary.parquet, report.html, <sample>.metrics.parquet
+
+Slides run in parallel (``jobs`` worker processes); a slide that fails is reported and the others go
+on. Resume: after each stage succeeds the runner writes a stamp (``OUTDIR/<sample>/.senca/<stage>.json``)
+holding the stage's arguments and the sha256 of its input and output files; a rerun skips a stage whose
+arguments and inputs are unchanged and whose outputs are exactly the files it wrote (same sha256, readable
+artifacts of this senca's format), and recomputes it otherwise. A changed input (or an output replaced or
+damaged since) therefore reruns that stage, and every later stage whose inputs then change; a file that
+is only touched (same bytes) reruns nothing. The stamp is removed before a stage starts and written only
+after all its outputs are in place, so a killed run never leaves a stamp vouching for missing files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from senca.errors import SencaError
+from senca.io.artifacts import atomic_path, file_checksum, read_meta
+from senca.io.samplesheet import SlideSpec, read_samplesheet
+
+log = logging.getLogger("senca")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``senca run`` passes through to the stages."""
+
+    encoder: str = "resnet50"
+    weights: str | None = None
+    epochs: int | None = None
+    device: str = "auto"
+    seed: int = 0
+    k: int | None = None
+    n_hvg: int | None = None
+    resume: bool = True
+    quiet: bool = False
+    torch_threads: int | None = None
+
+
+@dataclass
+class StageCall:
+    """One stage invocation: the command, its arguments, its input files and its output files."""
+
+    stage: str
+    args: list[str]
+    inputs: list[Path]
+    outputs: list[Path]
+
+
+@dataclass
+class SlideResult:
+    sample: str
+    ok: bool
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    error: str | None = None
+    image: bool = False
+
+
+# ----------------------------------------------------------------------------- stage commands
+def _flag(name: str, value: Any) -> list[str]:
+    return [] if value is None or value == "" else [name, str(value)]
+
+
+def preprocess_call(spec: SlideSpec, slide_dir: Path, opts: RunOptions) -> StageCall:
+    s = spec.sample
+    args = ["--sample", s, "--data", str(spec.data), *_flag("--image", spec.image), *_flag("--positions", spec.positions),
+            *_flag("--labels", spec.labels), *_flag("--n-clusters", spec.n_clusters), *_flag("--k", opts.k),
+            *_flag("--n-hvg", opts.n_hvg)]
+    inputs = [p for p in (spec.data, spec.image, spec.positions, spec.labels) if p is not None]
+    outputs = [slide_dir / f"{s}.{kind}.parquet" for kind in ("spots", "expr", "graph")] + [slide_dir / f"{s}.h5ad"]
+    return StageCall("preprocess", args, inputs, outputs)
+
+
+def embed_call(s: str, slide_dir: Path, opts: RunOptions) -> StageCall:
+    spots = slide_dir / f"{s}.spots.parquet"
+    args = ["--spots", str(spots), "--encoder", opts.encoder, *_flag("--weights", opts.weights), "--device", opts.device]
+    return StageCall("embed-patches", args, [spots], [slide_dir / f"{s}.patches.parquet", slide_dir / f"{s}.patches_qc.png"])
+
+
+def train_call(s: str, slide_dir: Path, opts: RunOptions, with_image: bool) -> StageCall:
+    spots, expr, graph = (slide_dir / f"{s}.{kind}.parquet" for kind in ("spots", "expr", "graph"))
+    inputs = [spots, expr, graph]
+    args = ["--spots", str(spots), "--expr", str(expr), "--graph", str(graph)]
+    if with_image:
+        patches = slide_dir / f"{s}.patches.parquet"
+        args += ["--patches", str(patches)]
+        inputs.append(patches)
+    args += [*_flag("--epochs", opts.epochs), "--seed", str(opts.seed), "--device", opts.device]
+    outputs = [slide_dir / f"{s}.model.pt", slide_dir / f"{s}.embeddings.parquet", slide_dir / f"{s}.train_log.parquet"]
+    return StageCall("train-senca", args, inputs, outputs)
+
+
+def cluster_call(s: str, slide_dir: Path, opts: RunOptions) -> StageCall:
+    embeddings, spots, h5ad = slide_dir / f"{s}.embeddings.parquet", slide_dir / f"{s}.spots.parquet", slide_dir / f"{s}.h5ad"
+    args = ["--embeddings", str(embeddings), "--spots", str(spots), "--h5ad", str(h5ad), "--seed", str(opts.seed)]
+    outputs = [slide_dir / f"{s}.{name}" for name in
+               ("clusters.parquet", "dendrogram.png", "clusters.png", "umap.png", "senca.h5ad")]
+    return StageCall("cluster", args, [embeddings, spots, h5ad], outputs)
+
+
+def markers_call(s: str, slide_dir: Path) -> StageCall:
+    clusters, h5ad = slide_dir / f"{s}.clusters.parquet", slide_dir / f"{s}.h5ad"
+    return StageCall("markers", ["--clusters", str(clusters), "--h5ad", str(h5ad)], [clusters, h5ad],
+                     [slide_dir / f"{s}.markers.parquet", slide_dir / f"{s}.markers.png"])
+
+
+# ----------------------------------------------------------------------------- running one stage
+def invoke(stage: str, args: list[str]) -> None:
+    """Run ``senca <stage> ARGS`` in this process; a stage's user error is re-raised naming the stage.
+
+    The command's function is called without its ``@user_errors`` wrapper (``__wrapped__``), so the
+    reason reaches ``senca run`` as a :class:`SencaError` instead of being printed as a second
+    ``Error:`` line and an exit status: ``senca run`` reports every failure once, in its own summary.
+    """
+    from senca.cli import main
+
+    command = main.get_command(None, stage)  # type: ignore[arg-type]  # the lazy group ignores the context
+    if command is None or command.callback is None:
+        raise SencaError(f"unknown stage {stage!r}")
+    callback = getattr(command.callback, "__wrapped__", command.callback)
+    with command.make_context(f"senca {stage}", list(args)) as ctx:
+        try:
+            ctx.invoke(callback, **ctx.params)
+        except SencaError as exc:
+            raise SencaError(f"{stage}: {exc}") from None
+
+
+def _stamp_path(call: StageCall, slide_dir: Path) -> Path:
+    return slide_dir / ".senca" / f"{call.stage}.json"
+
+
+def _fingerprint(call: StageCall) -> dict[str, Any]:
+    """What a stage's outputs depend on: its arguments and the content (sha256) of its input files."""
+    return {"args": call.args, "inputs": {str(p): file_checksum(p) for p in call.inputs}}
+
+
+def _output_checksums(call: StageCall) -> dict[str, str] | None:
+    """sha256 of every output, or None when one is missing or is not a readable artifact of this format."""
+    checksums: dict[str, str] = {}
+    for path in call.outputs:
+        if not path.is_file() or path.stat().st_size == 0:
+            return None
+        if path.suffix == ".parquet":
+            try:
+                read_meta(path)  # also refuses artifacts of another senca artifact format
+            except SencaError:
+                return None
+        checksums[str(path)] = file_checksum(path)
+    return checksums
+
+
+def _stamp_matches(stamp: Path, fingerprint: dict[str, Any], call: StageCall) -> bool:
+    """True when the stamp records these arguments and inputs, and the outputs are still the files written."""
+    if not stamp.exists():
+        return False
+    try:
+        recorded = json.loads(stamp.read_text())
+    except ValueError:
+        return False  # a damaged stamp: rerun
+    if not isinstance(recorded, dict) or any(recorded.get(key) != value for key, value in fingerprint.items()):
+        return False
+    outputs = recorded.get("outputs")
+    return outputs is not None and outputs == _output_checksums(call)
+
+
+def run_stage(call: StageCall, slide_dir: Path, resume: bool, quiet: bool) -> bool:
+    """Run a stage unless its stamp says the same inputs already produced the outputs now on disk.
+
+    Returns True when the stage ran, False when it was skipped.
+    """
+    stamp = _stamp_path(call, slide_dir)
+    fingerprint = _fingerprint(call)
+    if resume and _stamp_matches(stamp, fingerprint, call):
+        return False
+    stamp.unlink(missing_ok=True)
+    invoke(call.stage, [*call.args, "--outdir", str(slide_dir), *(["--quiet"] if quiet else [])])
+    outputs = _output_checksums(call)
+    if outputs is None:
+        missing = [p.name for p in call.outputs if not p.is_file()]
+        raise SencaError(f"stage {call.stage} did not write {', '.join(missing) or 'readable outputs'}")
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(stamp) as tmp:
+        tmp.write_text(json.dumps({**fingerprint, "outputs": outputs}, indent=1, sort_keys=True))
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed run left behind in ``folder`` (and its ``.senca`` stamps folder).
+
+    Atomic writes (:func:`senca.io.artifacts.atomic_path`) go to ``.<name>.<random>.tmp<suffix>`` and
+    are renamed only when complete, so such a file is never an output: after SIGKILL it is just litter.
+    A folder is only ever written by one ``senca run`` at a time (one worker per slide).
+    """
+    removed = [p for d in (folder, folder / ".senca") if d.is_dir() for p in d.glob(".*.tmp*") if p.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    if removed:
+        log.info("%s: removed %d temporary file(s) left by an interrupted run", folder, len(removed))
+    return removed
+
+
+# ----------------------------------------------------------------------------- one slide, a cohort
+def run_slide(spec: SlideSpec, outdir: Path, opts: RunOptions) -> SlideResult:
+    """Every stage for one slide; errors are caught and reported in the result, not raised."""
+    from senca.commands.common import setup_logging
+
+    setup_logging(opts.quiet)
+    if opts.torch_threads:
+        import torch
+
+        torch.set_num_threads(opts.torch_threads)
+    slide_dir = outdir / spec.sample
+    remove_stale_temporaries(slide_dir)
+    result = SlideResult(spec.sample, ok=False)
+    def run(call: StageCall) -> None:
+        (result.ran if run_stage(call, slide_dir, opts.resume, opts.quiet) else result.skipped).append(call.stage)
+
+    try:
+        run(preprocess_call(spec, slide_dir, opts))
+        image = read_meta(slide_dir / f"{spec.sample}.spots.parquet", "spots").get("image") or {}
+        result.image = image.get("path") is not None
+        if result.image:
+            run(embed_call(spec.sample, slide_dir, opts))
+        else:
+            log.warning("%s: no H&E image (image: none); train-senca uses the image-less substitute, "
+                        "see docs/method.md", spec.sample)
+        run(train_call(spec.sample, slide_dir, opts, result.image))
+        run(cluster_call(spec.sample, slide_dir, opts))
+        run(markers_call(spec.sample, slide_dir))
+        result.ok = True
+    except SencaError as exc:
+        result.error = str(exc)
+        log.error("%s: %s", spec.sample, exc)
+    return result
+
+
+def evaluate_cohort(outdir: Path, results: list[SlideResult], quiet: bool) -> None:
+    """Metrics per labelled slide and the cohort summary/report over the slides that finished."""
+    clusters = [str(outdir / r.sample / f"{r.sample}.clusters.parquet") for r in results if r.ok]
+    if not clusters:
+        return
+    remove_stale_temporaries(outdir / "summary")
+    invoke("evaluate", [*clusters, "--outdir", str(outdir / "summary"), *(["--quiet"] if quiet else [])])
+
+
+def run_samplesheet(samplesheet: str | Path, outdir: str | Path, opts: RunOptions, jobs: int = 1) -> list[SlideResult]:
+    """Validate the whole sheet, run every slide (``jobs`` at a time), then evaluate the cohort."""
+    specs = read_samplesheet(samplesheet)  # every bad row reported before any work starts
+    outdir = Path(outdir).resolve()
+    outdir.mkdir(parents=True, exist_ok=True)
+    jobs = max(1, min(jobs, len(specs)))
+    results: list[SlideResult] = []
+    if jobs == 1:
+        results = [run_slide(spec, outdir, opts) for spec in specs]
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        worker_opts = RunOptions(**{**opts.__dict__, "torch_threads": opts.torch_threads or threads})
+        context = multiprocessing.get_context("spawn")  # torch and fork do not mix
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = {pool.submit(run_slide, spec, outdir, worker_opts): spec.sample for spec in specs}
+            by_sample = {futures[f]: f.result() for f in as_completed(futures)}
+        results = [by_sample[spec.sample] for spec in specs]
+    evaluate_cohort(outdir, results, opts.quiet)
+    return results

@@ -1,0 +1,282 @@
+"""``senca train-senca`` end to end on preprocessed synthetic slides: artifacts, metadata, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from sklearn.cluster import AgglomerativeClustering
+from sklearn.metrics import adjusted_rand_score
+
+from senca.commands.train_senca import train_senca
+from senca.io.artifacts import (
+    Provenance,
+    embedding_frame,
+    embedding_matrix,
+    read_meta,
+    read_table,
+    write_table,
+)
+from senca.model import load_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small graphs gain nothing from threads, and on a busy shared CPU OpenMP spinning makes them 30x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def run(args: list[str]):
+    return CliRunner().invoke(train_senca, [str(a) for a in args], catch_exceptions=False)
+
+
+def base_args(prep: dict) -> list:
+    return ["--spots", prep["spots"], "--expr", prep["expr"], "--graph", prep["graph"]]
+
+
+@pytest.fixture(scope="module")
+def imageless(synthetic_preprocessed, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train_imageless")
+    result = run([*base_args(synthetic_preprocessed), "--outdir", out, "--seed", "1", "--quiet"])
+    return result, out
+
+
+@pytest.fixture(scope="module")
+def patches_file(synthetic_preprocessed, tmp_path_factory):
+    """A patches artifact whose features carry the planted regions (stands in for embed-patches)."""
+    spots, meta = read_table(synthetic_preprocessed["spots"], "spots")
+    truth = synthetic_preprocessed["slide"].truth.reindex(spots["spot_id"]).to_numpy()
+    rng = np.random.default_rng(0)
+    centres = {name: rng.normal(size=32) for name in np.unique(truth)}
+    features = np.stack([centres[t] for t in truth]) + rng.normal(scale=1.0, size=(len(truth), 32))
+    path = tmp_path_factory.mktemp("patches") / f"{meta['sample']}.patches.parquet"
+    write_table(embedding_frame(spots["spot_id"], features), path,
+                Provenance("patches", meta["sample"], "embed-patches", {"encoder": "test"}))
+    return path
+
+
+def cluster_ari(embeddings_path, prep) -> float:
+    emb, _ = read_table(embeddings_path, "embeddings")
+    truth = prep["slide"].truth.reindex(emb["spot_id"]).to_numpy()
+    predicted = AgglomerativeClustering(n_clusters=3, linkage="ward").fit_predict(embedding_matrix(emb))
+    return adjusted_rand_score(truth, predicted)
+
+
+def test_imageless_run_writes_artifacts_and_recovers_regions(imageless, synthetic_preprocessed):
+    result, out = imageless
+    assert result.exit_code == 0, result.output
+    s = synthetic_preprocessed["slide"].sample
+    emb, meta = read_table(out / f"{s}.embeddings.parquet", "embeddings")
+    spots, _ = read_table(synthetic_preprocessed["spots"], "spots")
+    assert emb["spot_id"].tolist() == spots["spot_id"].tolist()
+    assert embedding_matrix(emb).shape == (len(spots), 64)
+    assert all(emb[f"emb_{i}"].dtype == np.float32 for i in range(64))
+    assert meta["stage"] == "train-senca" and meta["sample"] == s
+    assert set(meta["inputs"]) == {"spots", "expr", "graph"}
+    assert meta["params"]["epochs"] == 10 and meta["params"]["seed"] == 1
+    assert "loss" in meta["final_losses"] and meta["device"] == "cpu"
+    assert cluster_ari(out / f"{s}.embeddings.parquet", synthetic_preprocessed) > 0.6
+
+
+def test_imageless_is_recorded_everywhere(imageless, synthetic_preprocessed):
+    result, out = imageless
+    s = synthetic_preprocessed["slide"].sample
+    for kind in ("embeddings", "train_log"):
+        meta = read_meta(out / f"{s}.{kind}.parquet", kind)
+        assert meta["image"] == "none"
+        assert meta["image_substitute"]["kind"] == "expression_neighbourhood_mean"
+    checkpoint = torch.load(out / f"{s}.model.pt", weights_only=True)
+    assert checkpoint["config"]["image"]["image"] == "none"
+    assert checkpoint["config"]["image"]["image_substitute"]["hops"] >= 1
+
+
+def test_imageless_is_logged_on_stderr_even_when_quiet(synthetic_preprocessed, tmp_path):
+    result = CliRunner().invoke(train_senca, [*map(str, base_args(synthetic_preprocessed)), "--outdir", str(tmp_path),
+                                              "--epochs", "1", "--quiet"])
+    assert result.exit_code == 0
+    assert "image-less" in result.stderr and "image: none" in result.stderr
+
+
+def test_train_log_has_every_loss_term_per_step(imageless, synthetic_preprocessed):
+    _, out = imageless
+    log, _ = read_table(out / f"{synthetic_preprocessed['slide'].sample}.train_log.parquet", "train_log")
+    for column in ("epoch", "step", "loss", "nt_xent_pooled", "nt_xent_window", "mse", "embedding_var", "lr"):
+        assert column in log.columns
+    assert log["step"].tolist() == list(range(len(log)))
+    assert sorted(log["epoch"].unique()) == list(range(10))
+    assert log["epoch"].dtype == np.int64 and log["loss"].dtype == np.float64
+    assert np.allclose(log["loss"], log["nt_xent_pooled"].fillna(0) + log["nt_xent_window"] + 40 * log["mse"], rtol=1e-5)
+    assert (log["embedding_var"] > 1e-6).all()
+
+
+def test_checkpoint_rebuilds_the_model(imageless, synthetic_preprocessed):
+    _, out = imageless
+    s = synthetic_preprocessed["slide"].sample
+    checkpoint = torch.load(out / f"{s}.model.pt", weights_only=True)
+    assert set(checkpoint) == {"state_dict", "config", "senca_version"}
+    model = load_model(checkpoint)
+    assert model.config.shared_dim == 64 and not model.training
+    assert set(checkpoint["config"]["inputs"]) == {"spots", "expr", "graph"}
+
+
+def test_same_seed_same_embeddings_through_the_cli(imageless, synthetic_preprocessed, tmp_path):
+    _, out = imageless
+    s = synthetic_preprocessed["slide"].sample
+    again = run([*base_args(synthetic_preprocessed), "--outdir", tmp_path, "--seed", "1", "--quiet"])
+    assert again.exit_code == 0
+    a, _ = read_table(out / f"{s}.embeddings.parquet", "embeddings")
+    b, _ = read_table(tmp_path / f"{s}.embeddings.parquet", "embeddings")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_with_patches(synthetic_preprocessed, patches_file, tmp_path):
+    result = run([*base_args(synthetic_preprocessed), "--patches", patches_file, "--outdir", tmp_path, "--quiet"])
+    assert result.exit_code == 0, result.output
+    s = synthetic_preprocessed["slide"].sample
+    meta = read_meta(tmp_path / f"{s}.embeddings.parquet", "embeddings")
+    assert meta["image"] == "patches" and meta["image_substitute"] is None
+    assert set(meta["inputs"]) == {"spots", "expr", "graph", "patches"}
+    checkpoint = torch.load(tmp_path / f"{s}.model.pt", weights_only=True)
+    assert checkpoint["config"]["model"]["image_dim"] == 32
+    assert cluster_ari(tmp_path / f"{s}.embeddings.parquet", synthetic_preprocessed) > 0.6
+
+
+@pytest.mark.parametrize("flags,param,value", [
+    (["--no-cross-attention"], "cross_attention", False),
+    (["--no-hierarchical"], "hierarchical", False),
+    (["--k", "8"], "k", 8),
+    (["--combine", "sum", "--shared-dim", "16"], "combine", "sum"),
+])
+def test_ablation_flags_are_applied_and_recorded(synthetic_preprocessed, tmp_path, flags, param, value):
+    result = run([*base_args(synthetic_preprocessed), *flags, "--epochs", "1", "--outdir", tmp_path, "--quiet"])
+    assert result.exit_code == 0, result.output
+    s = synthetic_preprocessed["slide"].sample
+    meta = read_meta(tmp_path / f"{s}.embeddings.parquet", "embeddings")
+    assert meta["params"][param] == value
+    checkpoint = torch.load(tmp_path / f"{s}.model.pt", weights_only=True)
+    if param == "cross_attention":
+        assert not any(name.startswith("cross_attention.query") for name in checkpoint["state_dict"])
+    if param == "k":
+        assert meta["k"] == 8
+    if param == "hierarchical":
+        log, _ = read_table(tmp_path / f"{s}.train_log.parquet", "train_log")
+        assert log["nt_xent_window"].isna().all() and log["nt_xent_spot"].notna().all()
+
+
+def test_cli_defaults_are_the_training_defaults():
+    from senca.commands.train_senca import _Defaults
+    from senca.train import TrainConfig
+
+    defaults = TrainConfig()
+    for name, value in vars(_Defaults).items():
+        if not name.startswith("_"):
+            assert getattr(defaults, name) == value, name
+
+
+# ----------------------------------------------------------------------------- user errors
+def expect_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    line = result.stderr.strip()
+    assert line.startswith("Error: ") and "\n" not in line, line
+    for fragment in fragments:
+        assert fragment in line, line
+
+
+def test_missing_input_file(synthetic_preprocessed, tmp_path):
+    missing = tmp_path / "nope.expr.parquet"
+    result = CliRunner().invoke(train_senca, ["--spots", str(synthetic_preprocessed["spots"]), "--expr", str(missing),
+                                              "--graph", str(synthetic_preprocessed["graph"]), "--outdir", str(tmp_path)])
+    expect_error(result, "nope.expr.parquet", "not found")
+
+
+def test_wrong_kind_of_artifact(synthetic_preprocessed, tmp_path):
+    result = CliRunner().invoke(train_senca, ["--spots", str(synthetic_preprocessed["spots"]),
+                                              "--expr", str(synthetic_preprocessed["graph"]),
+                                              "--graph", str(synthetic_preprocessed["graph"]), "--outdir", str(tmp_path)])
+    expect_error(result, "graph.parquet", "expected a expr artifact")
+
+
+def test_graph_pointing_outside_the_slide(synthetic_preprocessed, tmp_path):
+    graph, meta = read_table(synthetic_preprocessed["graph"], "graph")
+    graph.loc[3, "target"] = 10_000
+    bad = tmp_path / "bad.graph.parquet"
+    write_table(graph, bad, Provenance("graph", meta["sample"], "preprocess"))
+    result = CliRunner().invoke(train_senca, ["--spots", str(synthetic_preprocessed["spots"]),
+                                              "--expr", str(synthetic_preprocessed["expr"]), "--graph", str(bad),
+                                              "--outdir", str(tmp_path)])
+    expect_error(result, "bad.graph.parquet", "'target' row 3", "10000")
+
+
+def test_patches_missing_a_spot(synthetic_preprocessed, patches_file, tmp_path):
+    patches, meta = read_table(patches_file, "patches")
+    dropped = patches["spot_id"].iloc[5]
+    bad = tmp_path / "bad.patches.parquet"
+    write_table(patches.drop(index=5), bad, Provenance("patches", meta["sample"], "embed-patches"))
+    result = CliRunner().invoke(train_senca, [*map(str, base_args(synthetic_preprocessed)), "--patches", str(bad),
+                                              "--outdir", str(tmp_path)])
+    expect_error(result, "bad.patches.parquet", dropped)
+
+
+def test_patches_from_another_sample(synthetic_preprocessed, patches_file, tmp_path):
+    patches, _ = read_table(patches_file, "patches")
+    other = tmp_path / "other.patches.parquet"
+    write_table(patches, other, Provenance("patches", "another_slide", "embed-patches"))
+    result = CliRunner().invoke(train_senca, [*map(str, base_args(synthetic_preprocessed)), "--patches", str(other),
+                                              "--outdir", str(tmp_path)])
+    expect_error(result, "other.patches.parquet", "another_slide")
+
+
+def test_non_finite_expression(synthetic_preprocessed, tmp_path):
+    expr, meta = read_table(synthetic_preprocessed["expr"], "expr")
+    gene = expr.columns[4]
+    expr.loc[7, gene] = np.nan
+    bad = tmp_path / "bad.expr.parquet"
+    write_table(expr, bad, Provenance("expr", meta["sample"], "preprocess"))
+    result = CliRunner().invoke(train_senca, ["--spots", str(synthetic_preprocessed["spots"]), "--expr", str(bad),
+                                              "--graph", str(synthetic_preprocessed["graph"]), "--outdir", str(tmp_path)])
+    expect_error(result, "bad.expr.parquet", expr["spot_id"].iloc[7], gene)
+
+
+@pytest.mark.parametrize("flags,fragment", [(["--epochs", "0"], "--epochs"), (["--batch-spots", "2"], "--batch-spots"),
+                                            (["--temperature", "0"], "--temperature")])
+def test_bad_options(synthetic_preprocessed, tmp_path, flags, fragment):
+    result = CliRunner().invoke(train_senca, [*map(str, base_args(synthetic_preprocessed)), *flags, "--outdir", str(tmp_path)])
+    expect_error(result, fragment)
+
+
+# ----------------------------------------------------------------------------- real data
+def test_her2st_h1_beats_pca_of_the_same_hvgs(shared_data, tmp_path):
+    """H1 through the real preprocess and `senca train-senca`: Ward on S beats Ward on PCA(HVGs)."""
+    from sklearn.decomposition import PCA
+
+    from senca.io.readers import read_slide
+    from senca.io.samplesheet import SlideSpec
+    from senca.preprocess import PreprocessParams, preprocess_slide, write_preprocess
+
+    her2st = shared_data / "her2st"
+    spec = SlideSpec("H1", her2st / "counts" / "H1.tsv.gz", positions=her2st / "spots" / "H1_selection.tsv")
+    raw = read_slide(spec)
+    paths = write_preprocess(preprocess_slide(raw, PreprocessParams()), tmp_path, PreprocessParams(), raw.inputs)
+    result = run([*base_args(paths), "--outdir", tmp_path, "--quiet"])
+    assert result.exit_code == 0, result.output
+
+    table = pd.read_csv(her2st / "labels" / "H1_labeled_coordinates.tsv", sep="\t").dropna(subset=["x", "y"])
+    labels = {f"{round(x)}x{round(y)}": label for x, y, label in zip(table["x"], table["y"], table["label"], strict=True)}
+    emb, _ = read_table(tmp_path / "H1.embeddings.parquet", "embeddings")
+    expr, _ = read_table(paths["expr"], "expr")
+    truth = emb["spot_id"].map(labels)
+    keep = (truth.notna() & (truth != "undetermined")).to_numpy()
+    k = truth[keep].nunique()
+
+    def ari(matrix: np.ndarray) -> float:
+        predicted = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(matrix)
+        return adjusted_rand_score(truth[keep], predicted[keep])
+
+    senca = ari(embedding_matrix(emb))
+    pca = ari(PCA(n_components=50, svd_solver="full").fit_transform(expr.drop(columns="spot_id").to_numpy()))
+    assert senca > pca + 0.1, (senca, pca)
