@@ -124,3 +124,11 @@ def test_truncated_gzip_is_a_clear_error(synthetic_slide, tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(SencaError, match=r"cut\.tsv\.gz: cannot read"):
         read_slide(spec_of(synthetic_slide, data=path))
+
+
+def test_label_rows_without_coordinates_are_skipped(synthetic_slide, tmp_path):
+    raw = read_slide(spec_of(synthetic_slide, labels=None))
+    path = tmp_path / "labels.tsv"
+    path.write_text("x\ty\tlabel\n1\t1\ta\n\t\tb\n2\t1\tc\n")  # as in HER2ST F1 / G2
+    labels = read_labels(path, raw.spot_ids, raw.coords)
+    assert labels["1x1"] == "a" and labels["2x1"] == "c" and labels.notna().sum() == 2

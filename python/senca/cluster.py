@@ -31,8 +31,10 @@ from senca.errors import SencaError
 from senca.evaluate import n_distinct_labels, score_clusters, valid_label_mask
 from senca.io.artifacts import (
     Provenance,
+    check_made_from,
     embedding_matrix,
     file_checksum,
+    h5ad_provenance,
     read_table,
     save_figure,
     write_h5ad,
@@ -291,6 +293,7 @@ def _read_anndata(path: Path, spot_ids: pd.Series) -> Any:
         adata = ad.read_h5ad(path)
     except Exception as exc:  # h5py/anndata raise many types for a bad file
         raise SencaError(f"not a readable .h5ad ({type(exc).__name__}: {exc})", path) from None
+    h5ad_provenance(adata, path)  # refuses an .h5ad written by an incompatible senca
     missing = pd.Index(spot_ids.astype(str)).difference(adata.obs_names, sort=False)
     if len(missing):
         raise SencaError(f"{len(missing)} spot(s) of the spots file are not in obs, e.g. spot {missing[0]!r}", path)
@@ -357,6 +360,7 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
     sample = str(spots_meta.get("sample"))
     if str(emb_meta.get("sample")) != sample:
         raise SencaError(f"embeddings are of sample {emb_meta.get('sample')!r}, spots of {sample!r}", embeddings)
+    check_made_from(emb_meta, embeddings, "spots", spots)
     spot_ids = spots_df["spot_id"].astype(str)
     S = _aligned_embeddings(emb_df, spot_ids, embeddings)
     n = len(spot_ids)
@@ -420,8 +424,8 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
         "platform": spots_meta.get("platform"),
         "spot_pitch_px": pitch,
         "train_params": emb_meta.get("params"),
-        "train_summary": {key: emb_meta.get(key) for key in ("image", "image_substitute", "device", "final_losses",
-                                                             "train_seconds") if key in emb_meta},
+        "train_summary": {key: emb_meta.get(key) for key in ("image", "image_substitute", "device", "final_losses")
+                          if key in emb_meta},
         "ari": score["ari"] if score and score["status"] == "ok" else None,
     }
     provenance = Provenance(

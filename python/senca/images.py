@@ -84,6 +84,9 @@ def _slide_pixel_limit() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow's notes on a damaged header ("Corrupt EXIF data", ...) would print stray lines: the
+            # image either decodes or fails with a SencaError naming the file
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
             yield
     finally:
         Image.MAX_IMAGE_PIXELS = old

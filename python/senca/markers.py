@@ -23,7 +23,15 @@ import numpy as np
 import pandas as pd
 
 from senca.errors import SencaError
-from senca.io.artifacts import Provenance, file_checksum, read_table, save_figure, write_table
+from senca.io.artifacts import (
+    Provenance,
+    check_made_from,
+    file_checksum,
+    h5ad_provenance,
+    read_table,
+    save_figure,
+    write_table,
+)
 
 log = logging.getLogger("senca")
 
@@ -59,6 +67,12 @@ def _read_expression(path: Path, spot_ids: pd.Series) -> Any:
     if adata.n_vars == 0:
         raise SencaError("no genes", path)
     return adata
+
+
+def _written_with(h5ad_meta: dict[str, Any] | None, clusters_meta: dict[str, Any]) -> bool:
+    """True for a ``{s}.senca.h5ad`` written by the cluster run that wrote the clusters file (same provenance)."""
+    return (h5ad_meta is not None and h5ad_meta.get("kind") == "clusters"
+            and h5ad_meta.get("inputs") == clusters_meta.get("inputs"))
 
 
 def rank_markers(adata: Any, clusters: np.ndarray) -> tuple[list[str], list[str]]:
@@ -146,6 +160,9 @@ def find_markers(clusters: str | Path, h5ad: str | Path, top_n: int = 10) -> Mar
     if assignment.min() < 0:
         raise SencaError(f"negative cluster id {int(assignment.min())}", clusters)
     adata = _read_expression(h5ad, spot_ids)
+    h5ad_checksum = file_checksum(h5ad)
+    if not _written_with(h5ad_provenance(adata, h5ad), meta):  # else: the senca.h5ad this cluster run wrote
+        check_made_from(meta, clusters, "h5ad", h5ad, h5ad_checksum)
     tested, skipped = rank_markers(adata, assignment.astype(np.int64))
     df = markers_table(adata, tested)
     for cluster in tested:
@@ -156,7 +173,7 @@ def find_markers(clusters: str | Path, h5ad: str | Path, top_n: int = 10) -> Mar
         "markers", sample, "markers",
         params={"top_n": top_n, "method": "wilcoxon", "corr_method": "benjamini-hochberg", "reference": "rest",
                 "expression": "log1p-normalised X, all genes"},
-        inputs={"clusters": file_checksum(clusters), "h5ad": file_checksum(h5ad)},
+        inputs={"clusters": file_checksum(clusters), "h5ad": h5ad_checksum},
         extra={"n_genes": int(adata.n_vars), "clusters_tested": tested, "clusters_skipped_single_spot": skipped,
                "image": meta.get("image"), "n_clusters": meta.get("n_clusters")},
     )

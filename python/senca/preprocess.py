@@ -26,6 +26,7 @@ log = logging.getLogger("senca")
 
 STAGE = "preprocess"
 NORMALISE_TARGET = 1e4
+MIN_GENES = 10  # fewer genes passing the filter: refused (see _check_slide_size)
 
 
 @dataclass
@@ -60,6 +61,16 @@ def image_size(path: Path) -> tuple[int, int]:
     return info.width, info.height
 
 
+def _check_slide_size(n_spots: int, n_genes: int, k: int, params: PreprocessParams, data: Path | None) -> None:
+    """Refuse slides too small to hold regions: fewer spots than a k-neighbour graph needs, or fewer than
+    :data:`MIN_GENES` genes passing the filter (a one-column table is a broken export, not a slide)."""
+    if n_spots < k + 1:
+        raise SencaError(f"slide has {n_spots} spot(s); a {k}-neighbour graph needs at least {k + 1}", data)
+    if n_genes < MIN_GENES:
+        raise SencaError(f"only {n_genes} gene(s) have a total count >= {params.min_gene_counts}; senca needs at "
+                         f"least {MIN_GENES} to find regions (is this the whole counts table?)", data)
+
+
 def preprocess_slide(raw: RawSlide, params: PreprocessParams, n_clusters: int | None = None) -> PreprocessResult:
     """Filter genes, normalise, log1p, choose HVGs and build the kNN graph for one slide."""
     import anndata as ad
@@ -78,6 +89,11 @@ def preprocess_slide(raw: RawSlide, params: PreprocessParams, n_clusters: int | 
     if (totals == 0).any():
         log.info("%s: %d spot(s) with no counts in kept genes dropped", raw.sample, int((totals == 0).sum()))
         adata = adata[totals > 0].copy()
+    spot_ids = list(adata.obs_names)
+    coords = raw.coords.loc[spot_ids]
+    xy = coords[["pixel_x", "pixel_y"]].to_numpy(dtype=np.float64)
+    k = params.k or default_k(raw.platform, xy)
+    _check_slide_size(len(spot_ids), adata.n_vars, k, params, raw.inputs.get("data") or raw.inputs.get("matrix"))
     adata.layers["counts"] = adata.X.copy()
     sc.pp.normalize_total(adata, target_sum=NORMALISE_TARGET)
     sc.pp.log1p(adata)
@@ -90,11 +106,6 @@ def preprocess_slide(raw: RawSlide, params: PreprocessParams, n_clusters: int | 
     else:
         sc.pp.highly_variable_genes(adata, flavor="seurat", n_top_genes=n_hvg, subset=False)
     hvg = adata.var_names[adata.var["highly_variable"].to_numpy()]
-
-    spot_ids = list(adata.obs_names)
-    coords = raw.coords.loc[spot_ids]
-    xy = coords[["pixel_x", "pixel_y"]].to_numpy(dtype=np.float64)
-    k = params.k or default_k(raw.platform, xy)
     graph = knn_edges(xy, k)
 
     labels = raw.labels.reindex(spot_ids) if raw.labels is not None else pd.Series(pd.NA, index=spot_ids, dtype="string")

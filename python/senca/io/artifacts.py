@@ -31,6 +31,7 @@ from senca import ARTIFACT_FORMAT, __version__
 from senca.errors import SencaError
 
 META_KEY = b"senca"
+META_DIGEST_KEY = b"senca_sha256"  # over the META_KEY JSON and the column names: the footer has no checksum
 EMB_PREFIX = "emb_"
 
 # kind -> {column: type family}; "emb" means "one or more float columns emb_0..emb_{d-1}",
@@ -186,6 +187,9 @@ def write_table(df: pd.DataFrame, path: str | Path, provenance: Provenance) -> P
     """Check ``df`` against its kind's schema and write it atomically with provenance metadata."""
     path = Path(path)
     table = pa.Table.from_pandas(df, preserve_index=False)
+    if "spot_id" in table.schema.names and pa.types.is_null(table.schema.field("spot_id").type):
+        # an empty object column has no type to infer: spot ids are strings, even when there are none
+        table = table.set_column(table.schema.get_field_index("spot_id"), "spot_id", table["spot_id"].cast(pa.string()))
     _check_schema(table.schema, provenance.kind, path)
     if "spot_id" in table.schema.names:
         ids = df["spot_id"]
@@ -195,10 +199,20 @@ def write_table(df: pd.DataFrame, path: str | Path, provenance: Provenance) -> P
             raise SencaError(f"duplicated spot id {ids[ids.duplicated()].iloc[0]!r}", path)
     metadata = dict(table.schema.metadata or {})
     metadata[META_KEY] = json.dumps(provenance.to_json(), sort_keys=True).encode()
+    metadata[META_DIGEST_KEY] = _footer_digest(metadata[META_KEY], table.schema.names)
     table = table.replace_schema_metadata(metadata)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd")
+        # page CRCs: a flipped bit in the data is refused on read instead of read back as another number
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd", write_page_checksum=True)
     return path
+
+
+def _footer_digest(meta_json: bytes, names: Sequence[str]) -> bytes:
+    """sha256 of the provenance JSON and the column names: what page CRCs do not cover in the footer."""
+    digest = hashlib.sha256(meta_json)
+    for name in names:
+        digest.update(b"\0" + name.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest().encode()
 
 
 def read_meta(path: str | Path, kind: str | None = None) -> dict[str, Any]:
@@ -213,8 +227,16 @@ def read_meta(path: str | Path, kind: str | None = None) -> dict[str, Any]:
     raw = (schema.metadata or {}).get(META_KEY)
     if raw is None:
         raise SencaError("not a senca artifact (no senca metadata)", path)
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise SencaError("damaged senca metadata (not a JSON object)", path)
     check_format(meta, path)
+    digest = (schema.metadata or {}).get(META_DIGEST_KEY)
+    if digest is not None and digest != _footer_digest(raw, schema.names):
+        raise SencaError("damaged file footer (senca metadata or column names do not match their sha256)", path)
     if kind is not None and meta.get("kind") != kind:
         raise SencaError(f"expected a {kind} artifact, found {meta.get('kind')!r}", path)
     return meta
@@ -230,17 +252,38 @@ def check_format(meta: Mapping[str, Any], path: str | Path) -> None:
         )
 
 
+def h5ad_provenance(adata: Any, path: str | Path) -> dict[str, Any] | None:
+    """The senca provenance an ``.h5ad`` carries in ``uns['senca']`` (None if it has none), format-checked,
+    so an ``.h5ad`` written by an incompatible senca is refused like any other artifact."""
+    raw = adata.uns.get("senca")
+    try:
+        meta = json.loads(raw) if isinstance(raw, str | bytes) else None
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        return None
+    check_format(meta, path)
+    return meta
+
+
 def read_table(path: str | Path, kind: str, columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read an artifact of ``kind``: (DataFrame, provenance), with schema and format checked."""
     path = Path(path)
     meta = read_meta(path, kind)
     try:
-        table = pq.read_table(path, columns=list(columns) if columns is not None else None)
+        table = pq.read_table(path, columns=list(columns) if columns is not None else None,
+                              page_checksum_verification=True)
     except Exception as exc:
         raise SencaError(f"cannot read table ({type(exc).__name__}: {exc})", path) from None
     if columns is None:
         _check_schema(table.schema, kind, path)
-    return table.to_pandas(), meta
+    try:
+        frame = table.to_pandas()
+    except Exception as exc:  # damaged pandas metadata (JSON, keys) in the footer
+        raise SencaError(f"cannot read table ({type(exc).__name__}: {exc})", path) from None
+    if list(map(str, frame.columns)) != table.column_names:  # pandas metadata renamed a column
+        raise SencaError("damaged file footer (pandas metadata does not match the columns)", path)
+    return frame, meta
 
 
 def is_complete(path: str | Path, kind: str, inputs: Mapping[str, str] | None = None) -> bool:
@@ -250,6 +293,28 @@ def is_complete(path: str | Path, kind: str, inputs: Mapping[str, str] | None = 
     except SencaError:
         return False
     return inputs is None or meta.get("inputs") == dict(inputs)
+
+
+def check_made_from(meta: Mapping[str, Any], artifact: str | Path, name: str, path: str | Path,
+                    checksum: str | None = None) -> None:
+    """Refuse ``artifact`` when its provenance records a different ``name`` input than the file ``path``.
+
+    Stages run standalone (Nextflow, by hand) are handed files that must chain: embeddings made from
+    this spots file, patches from this spots file, clusters from this ``.h5ad``. A recorded sha256 that
+    differs from the file given means one of them is stale (left from an earlier run, or another
+    slide's); mixing them would silently give wrong results. Artifacts that record no checksum for
+    ``name`` (made outside senca's stages) are not checked. ``checksum`` saves re-hashing ``path``.
+    """
+    recorded = (meta.get("inputs") or {}).get(name)
+    if recorded is None:
+        return
+    actual = checksum or file_checksum(path)
+    if recorded != actual:
+        raise SencaError(
+            f"was made from another {name} file than {path} (recorded sha256 {recorded[:12]}..., given "
+            f"{actual[:12]}...): one of them is stale; rerun the stages after the one that wrote {Path(path).name}",
+            artifact,
+        )
 
 
 # ----------------------------------------------------------------------------- embeddings
@@ -278,11 +343,16 @@ def align_to_spots(df: pd.DataFrame, spot_ids: Sequence[str], where: str | Path)
 
 # ----------------------------------------------------------------------------- other files
 def save_torch(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` atomically (tensors, dicts and plain values only: loadable with weights_only)."""
+    """``torch.save`` atomically (tensors, dicts and plain values only: loadable with weights_only).
+
+    torch names the zip's root folder after the file it writes to (here a random temporary name);
+    saving through a file handle makes it the constant ``archive``, so identical models give identical
+    bytes.
+    """
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
     return Path(path)
 
 

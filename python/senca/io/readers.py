@@ -144,7 +144,9 @@ def read_legacy_st(counts_path: Path, positions_path: Path) -> tuple[sp.csr_matr
     values = table.apply(pd.to_numeric, errors="coerce")
     if values.isna().to_numpy().any():
         r, c = np.argwhere(values.isna().to_numpy())[0]
-        raise SencaError(f"non-numeric count {table.iat[r, c]!r} at spot {table.index[r]!r}, gene {genes[c]!r}", counts_path)
+        value = table.iat[r, c]
+        what = "missing (empty or NaN) count" if pd.isna(value) else f"non-numeric count {value!r}"
+        raise SencaError(f"{what} at spot {table.index[r]!r}, gene {genes[c]!r}", counts_path)
     counts = sp.csr_matrix(values.to_numpy(dtype=np.float32))
     spot_ids = list(table.index)
     _check_counts(counts, spot_ids, genes, counts_path)
@@ -345,6 +347,10 @@ def read_labels(path: Path, spot_ids: list[str], coords: pd.DataFrame) -> pd.Ser
         else:
             raise SencaError("no 'label' column", path)
     if "x" in columns and "y" in columns:
+        blank = table[columns["x"]].isna() | table[columns["y"]].isna()
+        if blank.any():  # HER2ST F1/G2 have rows without coordinates: nothing to join them to
+            log.info("%s: %d label row(s) without x/y coordinates ignored", path.name, int(blank.sum()))
+            table = table[~blank]
         x = _numeric_column(table, columns["x"], path)
         y = _numeric_column(table, columns["y"], path)
         ids = st_spot_id(x, y)

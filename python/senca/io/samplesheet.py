@@ -62,12 +62,16 @@ def _check_row(row: dict[str, str], base: Path) -> tuple[SlideSpec | None, list[
             if required:
                 problems.append(f"{column}: empty")
             return None
-        path = Path(value).expanduser()
-        path = path if path.is_absolute() else (base / path)
-        if not path.exists():
-            problems.append(f"{column}: file not found: {path}")
+        try:
+            path = Path(value).expanduser()
+            path = path if path.is_absolute() else (base / path)
+            if not path.exists():
+                problems.append(f"{column}: file not found: {path}")
+                return None
+            return path.resolve()
+        except (OSError, RuntimeError) as exc:  # a name too long, an unknown ~user, a loop of links...
+            problems.append(f"{column}: cannot use path {value!r} ({type(exc).__name__}: {exc})")
             return None
-        return path.resolve()
 
     sample = (row.get("sample") or "").strip()
     if not sample:
@@ -112,9 +116,20 @@ def read_samplesheet(path: str | Path) -> list[SlideSpec]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SencaError(f"not UTF-8 text (byte {exc.start})", path) from None
+    try:
+        return _parse(text, path)
+    except csv.Error as exc:  # e.g. a field over csv's size limit: not a samplesheet
+        raise SencaError(f"malformed CSV ({exc})", path) from None
+
+
+def _parse(text: str, path: Path) -> list[SlideSpec]:
+    """Check the header, then every row (problems collected, not raised one by one)."""
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise SencaError(f"column(s) {', '.join(map(repr, repeated))} appear more than once in the header", path)
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise SencaError(f"missing required column(s) {', '.join(missing)} (has: {', '.join(header) or 'nothing'})", path)
