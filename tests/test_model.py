@@ -38,15 +38,6 @@ from senca.train import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small graphs gain nothing from threads, and on a busy shared CPU OpenMP spinning makes them 30x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def grid_slide(side: int = 20, genes: int = 40, seed: int = 0, k: int = 4):
     """A side x side square grid with 3 planted regions (left third; top/bottom of the rest)."""
     rng = np.random.default_rng(seed)

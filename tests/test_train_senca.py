@@ -22,15 +22,6 @@ from senca.io.artifacts import (
 from senca.model import load_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small graphs gain nothing from threads, and on a busy shared CPU OpenMP spinning makes them 30x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def run(args: list[str]):
     return CliRunner().invoke(train_senca, [str(a) for a in args], catch_exceptions=False)
 

@@ -34,7 +34,7 @@ from senca.io.artifacts import (
     check_made_from,
     embedding_matrix,
     file_checksum,
-    h5ad_provenance,
+    read_h5ad_for_spots,
     read_table,
     save_figure,
     write_h5ad,
@@ -283,23 +283,6 @@ def _aligned_embeddings(emb: pd.DataFrame, spot_ids: pd.Series, path: Path) -> n
     return S
 
 
-def _read_anndata(path: Path, spot_ids: pd.Series) -> Any:
-    """The preprocess ``{s}.h5ad`` restricted to (and ordered as) the spots file."""
-    import anndata as ad
-
-    if not path.exists():
-        raise SencaError("file not found", path)
-    try:
-        adata = ad.read_h5ad(path)
-    except Exception as exc:  # h5py/anndata raise many types for a bad file
-        raise SencaError(f"not a readable .h5ad ({type(exc).__name__}: {exc})", path) from None
-    h5ad_provenance(adata, path)  # refuses an .h5ad written by an incompatible senca
-    missing = pd.Index(spot_ids.astype(str)).difference(adata.obs_names, sort=False)
-    if len(missing):
-        raise SencaError(f"{len(missing)} spot(s) of the spots file are not in obs, e.g. spot {missing[0]!r}", path)
-    return adata[spot_ids.astype(str).to_numpy()].copy()
-
-
 def _resolve_image(option: Path | None, spots_meta: dict[str, Any]) -> tuple[Path | None, dict[str, Any], str | None]:
     """(image path or None, image info for the metadata, a note when a recorded image is unavailable)."""
     info = dict(spots_meta.get("image") or {})
@@ -371,7 +354,7 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
         raise SencaError(f"only {n} spot(s): nothing to cluster", spots)
 
     k, source = resolve_n_clusters(n_clusters, spots_meta.get("n_clusters"), labels, n)
-    adata = _read_anndata(h5ad, spot_ids)
+    adata, _ = read_h5ad_for_spots(h5ad, spot_ids)
 
     # kNN graph of S (for UMAP, and as Ward's connectivity on large slides)
     import scanpy as sc

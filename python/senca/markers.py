@@ -27,7 +27,7 @@ from senca.io.artifacts import (
     Provenance,
     check_made_from,
     file_checksum,
-    h5ad_provenance,
+    read_h5ad_for_spots,
     read_table,
     save_figure,
     write_table,
@@ -48,25 +48,6 @@ class MarkersResult:
     provenance: Provenance
     figure: Any = field(repr=False)
     skipped: list[str] = field(default_factory=list)
-
-
-def _read_expression(path: Path, spot_ids: pd.Series) -> Any:
-    """The ``.h5ad`` (preprocess's or cluster's), restricted to and ordered as the clustered spots."""
-    import anndata as ad
-
-    if not path.exists():
-        raise SencaError("file not found", path)
-    try:
-        adata = ad.read_h5ad(path)
-    except Exception as exc:  # h5py/anndata raise many types for a bad file
-        raise SencaError(f"not a readable .h5ad ({type(exc).__name__}: {exc})", path) from None
-    missing = pd.Index(spot_ids).difference(adata.obs_names, sort=False)
-    if len(missing):
-        raise SencaError(f"{len(missing)} clustered spot(s) are not in obs, e.g. spot {missing[0]!r}", path)
-    adata = adata[spot_ids.to_numpy()].copy()
-    if adata.n_vars == 0:
-        raise SencaError("no genes", path)
-    return adata
 
 
 def _written_with(h5ad_meta: dict[str, Any] | None, clusters_meta: dict[str, Any]) -> bool:
@@ -159,9 +140,9 @@ def find_markers(clusters: str | Path, h5ad: str | Path, top_n: int = 10) -> Mar
         raise SencaError("no spots", clusters)
     if assignment.min() < 0:
         raise SencaError(f"negative cluster id {int(assignment.min())}", clusters)
-    adata = _read_expression(h5ad, spot_ids)
+    adata, h5ad_meta = read_h5ad_for_spots(h5ad, spot_ids)
     h5ad_checksum = file_checksum(h5ad)
-    if not _written_with(h5ad_provenance(adata, h5ad), meta):  # else: the senca.h5ad this cluster run wrote
+    if not _written_with(h5ad_meta, meta):  # else: the senca.h5ad this cluster run wrote
         check_made_from(meta, clusters, "h5ad", h5ad, h5ad_checksum)
     tested, skipped = rank_markers(adata, assignment.astype(np.int64))
     df = markers_table(adata, tested)

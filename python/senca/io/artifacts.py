@@ -266,6 +266,32 @@ def h5ad_provenance(adata: Any, path: str | Path) -> dict[str, Any] | None:
     return meta
 
 
+def read_h5ad_for_spots(path: str | Path, spot_ids: Sequence[str]) -> tuple[Any, dict[str, Any] | None]:
+    """An ``.h5ad`` restricted to (and ordered as) ``spot_ids``, with its senca provenance (or None).
+
+    Refuses a missing or unreadable file, an ``.h5ad`` written by an incompatible senca, spots absent
+    from ``obs`` (naming one) and a matrix with no genes.
+    """
+    import anndata as ad
+
+    path = Path(path)
+    if not path.exists():
+        raise SencaError("file not found", path)
+    try:
+        adata = ad.read_h5ad(path)
+    except Exception as exc:  # h5py/anndata raise many types for a bad file
+        raise SencaError(f"not a readable .h5ad ({type(exc).__name__}: {exc})", path) from None
+    meta = h5ad_provenance(adata, path)
+    wanted = pd.Index([str(s) for s in spot_ids])
+    missing = wanted.difference(adata.obs_names, sort=False)
+    if len(missing):
+        raise SencaError(f"{len(missing)} spot(s) are not in obs, e.g. spot {missing[0]!r}", path)
+    adata = adata[wanted.to_numpy()].copy()
+    if adata.n_vars == 0:
+        raise SencaError("no genes", path)
+    return adata, meta
+
+
 def read_table(path: str | Path, kind: str, columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read an artifact of ``kind``: (DataFrame, provenance), with schema and format checked."""
     path = Path(path)
