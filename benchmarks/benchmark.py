@@ -1,0 +1,444 @@
+"""Benchmark: the real ``senca run`` pipeline on labelled slides, against peers, over seeds.
+
+What runs (every SENCA-st number comes from the pipeline's own stages and ``senca evaluate``):
+
+* HER2ST A1 B1 C1 D1 E1 F1 G2 H1 image-less (legacy ST counts + spot file + pathologist labels);
+* HER2ST A1 with its H&E (``A1_he/A1.png``, sample ``A1_image``);
+* DLPFC 151673 (Space Ranger ``outs/``) with its lowres H&E (sample ``151673``) and image-less
+  (sample ``151673_noimage``: a scratch copy of ``outs/`` under the work folder whose files are symlinks
+  to the real matrix, positions and scale factors, with no PNG, so the reader finds no image).
+
+Per variant a samplesheet is written to ``WORK/sheets/``; every seed gets its own outdir
+``WORK/runs/<variant>/seed<N>/``. Each slide's stages are the pipeline's own ``StageCall``s run through
+``senca.pipeline.run_stage`` (the function ``senca run`` uses, stamps and all) one by one, timed, in a fresh
+spawned process per slide and seed so that ``ru_maxrss`` is that slide's peak memory. Then
+``senca.pipeline.run_samplesheet`` is called on the same sheet and outdir: it resumes (every stage is
+skipped, which the script checks) and runs ``senca evaluate``, whose ``summary.csv`` gives ARI/NMI.
+Seeds > first reuse the first seed's preprocess and embed-patches outputs: the files and their stamps
+are copied into the seed's slide folder (stamp paths rewritten), so the pipeline's resume skips them.
+
+Peers, scored on the same spots with ``senca.evaluate.score_clusters`` (undetermined/NA excluded):
+
+* ``PCA+Ward``: PCA (50 components, fewer when fewer genes/spots) of the same HVG matrix
+  (``{s}.expr.parquet``) + Ward (sklearn AgglomerativeClustering) at the k senca's cluster stage used
+  (``n_clusters`` in the clusters metadata). Deterministic: computed once per slide (seed column empty).
+* SpaGCN / GraphST: not rerun here (see ``REPORTED``); add them to ``PEERS`` (same signature).
+
+Writes ``benchmarks/results/benchmark.{csv,md,json,png}``; prints the tables.
+
+    .venv/bin/python benchmarks/benchmark.py                       # everything, seeds 0 1 2
+    .venv/bin/python benchmarks/benchmark.py --only her2st --seeds 0 --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+RESULTS = REPO / "benchmarks" / "results"
+HER2ST_SLIDES = ["A1", "B1", "C1", "D1", "E1", "F1", "G2", "H1"]
+PCA_COMPONENTS = 50
+SENCA = "SENCA-st"
+REUSED_STAGES = ("preprocess", "embed-patches")  # seed-independent: computed once, copied to later seeds
+
+# Paper, table 1 (HER2ST, 8 labelled slides, each with its full-resolution H&E): ARI mean, median.
+PAPER = {"SENCA-st": (0.304, 0.320), "ConGcR": (0.268, 0.258), "DeepST": (0.237, 0.257),
+         "SpaGCN": (0.195, 0.230)}
+# Measured on this machine by earlier sessions (project issue), not rerun by this script.
+REPORTED = [
+    {"dataset": "her2st", "variant": "image-less", "method": "GraphST", "ari_mean": 0.211, "ari_median": 0.204},
+    {"dataset": "her2st", "variant": "image-less", "method": "SpaGCN (refined)", "ari_mean": 0.193,
+     "ari_median": 0.209},
+    {"dataset": "dlpfc", "variant": "as reported", "method": "GraphST", "ari_mean": 0.61, "ari_median": 0.61},
+    {"dataset": "dlpfc", "variant": "as reported", "method": "SpaGCN", "ari_mean": "0.50-0.53",
+     "ari_median": "0.50-0.53"},
+]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One samplesheet: a dataset's slides with or without their image."""
+
+    name: str  # her2st_imageless, her2st_image, dlpfc_image, dlpfc_imageless
+    dataset: str  # her2st | dlpfc
+    label: str  # "image-less" | "H&E" | "lowres H&E"
+    rows: list[dict[str, Any]]  # samplesheet rows; row["slide"] is the slide name shown in tables
+
+
+# ----------------------------------------------------------------------------- inputs
+def her2st_variants(data: Path) -> list[Variant]:
+    root = data / "her2st"
+    imageless = [{"slide": s, "sample": s, "data": root / "counts" / f"{s}.tsv.gz",
+                  "positions": root / "spots" / f"{s}_selection.tsv",
+                  "labels": root / "labels" / f"{s}_labeled_coordinates.tsv"} for s in HER2ST_SLIDES]
+    image = [{"slide": "A1", "sample": "A1_image", "data": root / "counts" / "A1.tsv.gz",
+              "image": root / "A1_he" / "A1.png", "positions": root / "A1_he" / "A1_selection.tsv",
+              "labels": root / "labels" / "A1_labeled_coordinates.tsv"}]
+    return [Variant("her2st_imageless", "her2st", "image-less", imageless),
+            Variant("her2st_image", "her2st", "H&E", image)]
+
+
+def imageless_outs(outs: Path, scratch: Path) -> Path:
+    """A copy of a Space Ranger ``outs/`` without its PNGs (symlinks to the matrix, positions, factors).
+
+    Space Ranger folders carry their own lowres image, which the reader uses when present; the
+    image-less variant must therefore hide it, not just leave the samplesheet's image column empty.
+    """
+    copy = scratch / "outs"
+    (copy / "spatial").mkdir(parents=True, exist_ok=True)
+    links = {"filtered_feature_bc_matrix.h5": outs / "filtered_feature_bc_matrix.h5"}
+    links.update({f"spatial/{p.name}": p for p in (outs / "spatial").iterdir() if p.suffix.lower() != ".png"})
+    for name, target in links.items():
+        link = copy / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target.resolve())
+    return copy
+
+
+def dlpfc_variants(data: Path, work: Path) -> list[Variant]:
+    root = data / "dlpfc" / "151673"
+    labels = root / "labels.csv"
+    noimage = imageless_outs(root / "outs", work / "data" / "151673_noimage")
+    return [Variant("dlpfc_image", "dlpfc", "lowres H&E",
+                    [{"slide": "151673", "sample": "151673", "data": root / "outs", "labels": labels}]),
+            Variant("dlpfc_imageless", "dlpfc", "image-less",
+                    [{"slide": "151673", "sample": "151673_noimage", "data": noimage, "labels": labels}])]
+
+
+def write_samplesheet(variant: Variant, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = ["sample", "data", "image", "positions", "labels"]
+    sheet = pd.DataFrame([{c: str(row[c]) if row.get(c) is not None else "" for c in columns}
+                          for row in variant.rows], columns=columns)
+    path = folder / f"{variant.name}.csv"
+    sheet.to_csv(path, index=False)
+    return path
+
+
+# ----------------------------------------------------------------------------- one slide, one seed
+def run_slide_timed(sheet: str, sample: str, outdir: str, opts_dict: dict[str, Any]) -> dict[str, Any]:
+    """Every stage of one slide, as ``senca.pipeline.run_slide`` orders them, each timed.
+
+    Runs in its own spawned process: ``ru_maxrss`` is then this slide's peak resident memory.
+    """
+    from senca.commands.common import setup_logging
+    from senca.io.artifacts import read_meta
+    from senca.io.samplesheet import read_samplesheet
+    from senca.pipeline import (
+        RunOptions,
+        cluster_call,
+        embed_call,
+        markers_call,
+        preprocess_call,
+        remove_stale_temporaries,
+        run_stage,
+        train_call,
+    )
+
+    opts = RunOptions(**opts_dict)
+    setup_logging(opts.quiet)
+    if opts.torch_threads:
+        import torch
+
+        torch.set_num_threads(opts.torch_threads)
+    spec = next(s for s in read_samplesheet(sheet) if s.sample == sample)
+    slide_dir = Path(outdir) / sample
+    remove_stale_temporaries(slide_dir)
+    seconds: dict[str, float] = {}
+    ran: list[str] = []
+
+    def timed(call: Any) -> None:
+        started = time.perf_counter()
+        if run_stage(call, slide_dir, opts.resume, opts.quiet):
+            ran.append(call.stage)
+        seconds[call.stage] = time.perf_counter() - started
+
+    timed(preprocess_call(spec, slide_dir, opts))
+    image = (read_meta(slide_dir / f"{sample}.spots.parquet", "spots").get("image") or {}).get("path") is not None
+    if image:
+        timed(embed_call(sample, slide_dir, opts))
+    timed(train_call(sample, slide_dir, opts, image))
+    timed(cluster_call(sample, slide_dir, opts))
+    timed(markers_call(sample, slide_dir))
+    rss_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return {"seconds": seconds, "ran": ran, "image": image, "peak_rss_mib": rss_kib / 1024}
+
+
+def reuse_first_seed(first: Path, target: Path) -> list[str]:
+    """Copy the first seed's preprocess/embed-patches outputs and stamps into ``target`` (same sample).
+
+    Stamps record absolute paths (arguments, inputs, outputs), so the first seed's folder is replaced
+    by the target's in them; the content checksums stay valid because the bytes are identical.
+    """
+    reused = []
+    for stage in REUSED_STAGES:
+        stamp = first / ".senca" / f"{stage}.json"
+        if not stamp.is_file():
+            continue
+        recorded = json.loads(stamp.read_text())
+        (target / ".senca").mkdir(parents=True, exist_ok=True)
+        for output in recorded["outputs"]:
+            source = Path(output)
+            destination = target / source.relative_to(first)
+            if not destination.exists():
+                shutil.copy2(source, destination)
+        text = stamp.read_text().replace(str(first), str(target))
+        (target / ".senca" / f"{stage}.json").write_text(text)
+        reused.append(stage)
+    return reused
+
+
+def run_variant_seed(variant: Variant, sheet: Path, outdir: Path, first_outdir: Path | None,
+                     opts: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """All slides of a variant for one seed (one process per slide), then the pipeline's own run + evaluate."""
+    from senca.pipeline import RunOptions, run_samplesheet
+
+    timings: dict[str, dict[str, Any]] = {}
+    for row in variant.rows:
+        sample = row["sample"]
+        slide_dir = outdir / sample
+        timing_file = slide_dir / "benchmark_timing.json"
+        reused = reuse_first_seed(first_outdir / sample, slide_dir) if first_outdir else []
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+            result = pool.submit(run_slide_timed, str(sheet), sample, str(outdir), opts).result()
+        if not result["ran"] and timing_file.exists():  # nothing recomputed: keep the measured run's timing
+            result = json.loads(timing_file.read_text())
+        else:
+            result["reused"] = reused
+            timing_file.write_text(json.dumps(result, indent=1))
+        timings[sample] = result
+        print(f"  {variant.name} {sample} seed={opts['seed']}: "
+              + " ".join(f"{k}={v:.1f}s" for k, v in result["seconds"].items())
+              + f" peak={result['peak_rss_mib']:.0f}MiB ran={','.join(result['ran']) or '-'}", flush=True)
+    results = run_samplesheet(sheet, outdir, RunOptions(**opts), jobs=1)
+    for r in results:
+        if not r.ok:
+            raise SystemExit(f"senca run failed on {r.sample}: {r.error}")
+        if r.ran:
+            print(f"  warning: senca run recomputed {r.ran} for {r.sample} (expected a full resume)", file=sys.stderr)
+    return timings
+
+
+# ----------------------------------------------------------------------------- peers
+def pca_ward(slide_dir: Path, sample: str, k: int, seed: int) -> np.ndarray:
+    """PCA of the slide's HVG matrix + Ward at k clusters (deterministic: ``seed`` unused)."""
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.decomposition import PCA
+
+    from senca.io.artifacts import read_table
+
+    expr, _ = read_table(slide_dir / f"{sample}.expr.parquet", "expr")
+    X = expr.drop(columns="spot_id").to_numpy(np.float64)
+    pcs = PCA(n_components=min(PCA_COMPONENTS, *X.shape), svd_solver="full").fit_transform(X)
+    return AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(pcs)
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    fn: Callable[[Path, str, int, int], np.ndarray]
+    seeded: bool  # False: deterministic, computed once per slide
+
+
+PEERS = [Peer("PCA+Ward", pca_ward, seeded=False)]
+
+
+def score_peer(peer: Peer, slide_dir: Path, sample: str, seed: int) -> dict[str, Any]:
+    from senca.evaluate import score_clusters
+    from senca.io.artifacts import read_table
+
+    clusters, meta = read_table(slide_dir / f"{sample}.clusters.parquet", "clusters")
+    spots, _ = read_table(slide_dir / f"{sample}.spots.parquet", "spots")
+    if list(spots["spot_id"]) != list(clusters["spot_id"]):
+        raise SystemExit(f"{sample}: clusters and spots are not in the same spot order")
+    k = int(meta["n_clusters"])
+    started = time.perf_counter()
+    predicted = peer.fn(slide_dir, sample, k, seed)
+    seconds = time.perf_counter() - started
+    score = score_clusters(predicted, clusters["label"])
+    return {"ari": score["ari"], "nmi": score["nmi"], "n_clusters": k, "n_spots": score["n_spots"],
+            "n_scored": score["n_scored"], "total_s": seconds}
+
+
+# ----------------------------------------------------------------------------- tables
+def pm(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "-"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.3f}"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+
+
+def per_slide_table(long: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (dataset, variant, slide, method), g in long.groupby(["dataset", "variant", "slide", "method"], sort=False):
+        seeds = g["seed"].dropna()
+        rows.append({"dataset": dataset, "slide": slide, "variant": variant, "method": method,
+                     "n_spots": int(g["n_spots"].iloc[0]), "k": int(g["n_clusters"].iloc[0]),
+                     "ARI": pm(g["ari"]), "NMI": pm(g["nmi"]),
+                     "seeds": " ".join(str(int(s)) for s in seeds) if len(seeds) else "deterministic",
+                     "ari_mean": g["ari"].mean(), "ari_sd": g["ari"].std(ddof=1) if len(g) > 1 else 0.0,
+                     "wall_s": g["total_s"].mean(), "first_seed_wall_s": g["total_s"].iloc[0],
+                     "peak_rss_mib": g["peak_rss_mib"].max() if "peak_rss_mib" in g else np.nan})
+    return pd.DataFrame(rows)
+
+
+def dataset_table(per_slide: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
+    """Mean and median over slides of each slide's seed-mean ARI/NMI, then the paper and reported rows."""
+    rows = []
+    for (dataset, variant, method), g in long.groupby(["dataset", "variant", "method"], sort=False):
+        by_slide = g.groupby("slide")[["ari", "nmi"]].mean()
+        rows.append({"dataset": dataset, "variant": variant, "method": method, "slides": len(by_slide),
+                     "ARI mean": f"{by_slide['ari'].mean():.3f}", "ARI median": f"{by_slide['ari'].median():.3f}",
+                     "NMI mean": f"{by_slide['nmi'].mean():.3f}", "NMI median": f"{by_slide['nmi'].median():.3f}",
+                     "source": "measured here"})
+    for method, (mean, median) in PAPER.items():
+        rows.append({"dataset": "her2st", "variant": "full-res H&E", "method": method, "slides": 8,
+                     "ARI mean": f"{mean:.3f}", "ARI median": f"{median:.3f}", "NMI mean": "-", "NMI median": "-",
+                     "source": "paper (table 1)"})
+    def fmt(v: float | str) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    for r in REPORTED:
+        rows.append({"dataset": r["dataset"], "variant": r["variant"], "method": r["method"],
+                     "slides": 8 if r["dataset"] == "her2st" else 1, "ARI mean": fmt(r["ari_mean"]),
+                     "ARI median": fmt(r["ari_median"]), "NMI mean": "-", "NMI median": "-",
+                     "source": "reported, not rerun"})
+    return pd.DataFrame(rows)
+
+
+def markdown(df: pd.DataFrame) -> str:
+    head = "| " + " | ".join(df.columns) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join("" if pd.isna(v) else (f"{v:.1f}" if isinstance(v, float) else str(v)) for v in row)
+            + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
+def plot(per_slide: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_slide = per_slide.assign(group=per_slide["slide"] + "\n" + per_slide["variant"])
+    groups = list(dict.fromkeys(per_slide["group"]))
+    methods = list(dict.fromkeys(per_slide["method"]))
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(groups) + 2), 4))
+    x = np.arange(len(groups))
+    for i, method in enumerate(methods):
+        sub = per_slide[per_slide["method"] == method].set_index("group").reindex(groups)
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, sub["ari_mean"], width, yerr=sub["ari_sd"].fillna(0),
+               capsize=2, label=method)
+    ax.set_xticks(x, groups, fontsize=7)
+    ax.set_ylabel("ARI (mean ± sd over seeds)")
+    ax.set_title("senca benchmark: per-slide ARI by method")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder [../shared/data]")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=None, help="train-senca epochs [the stage default, 10]")
+    parser.add_argument("--only", choices=["her2st", "dlpfc"], default=None)
+    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work")
+    parser.add_argument("--encoder", default="efficientnet-lite0")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per stage [2]")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--slides", nargs="+", default=None, help="only these slides (e.g. A1 B1; for quick checks)")
+    args = parser.parse_args(argv)
+
+    if not (args.data / "her2st").is_dir() and not (args.data / "dlpfc").is_dir():
+        parser.error(f"data folder {args.data} not found (or has no her2st/ or dlpfc/): pass --data")
+    work = args.work.resolve()
+    variants: list[Variant] = []
+    if args.only in (None, "her2st"):
+        variants += her2st_variants(args.data.resolve())
+    if args.only in (None, "dlpfc"):
+        variants += dlpfc_variants(args.data.resolve(), work)
+
+    if args.slides:
+        variants = [Variant(v.name, v.dataset, v.label, [r for r in v.rows if r["slide"] in args.slides])
+                    for v in variants]
+        variants = [v for v in variants if v.rows]
+    rows: list[dict[str, Any]] = []
+    for variant in variants:
+        sheet = write_samplesheet(variant, work / "sheets")
+        first_outdir: Path | None = None
+        for seed in args.seeds:
+            outdir = work / "runs" / variant.name / f"seed{seed}"
+            opts = {"encoder": args.encoder, "epochs": args.epochs, "device": "cpu", "seed": seed,
+                    "quiet": True, "torch_threads": args.threads}
+            started = time.perf_counter()
+            timings = run_variant_seed(variant, sheet, outdir, first_outdir, opts)
+            print(f"{variant.name} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
+            summary = pd.read_csv(outdir / "summary" / "summary.csv", dtype={"sample": str}).set_index("sample")
+            for row in variant.rows:
+                sample, t = row["sample"], timings[row["sample"]]
+                s = summary.loc[sample]
+                rows.append({"dataset": variant.dataset, "slide": row["slide"], "variant": variant.label,
+                             "sample": sample, "method": SENCA, "seed": seed, "ari": float(s["ari"]),
+                             "nmi": float(s["nmi"]), "n_clusters": int(s["n_clusters"]), "n_spots": int(s["n_spots"]),
+                             "n_scored": int(s["n_scored"]), "image": s["image"],
+                             "total_s": sum(t["seconds"].values()), "peak_rss_mib": t["peak_rss_mib"],
+                             "reused": ",".join(t.get("reused", [])),
+                             **{f"{stage}_s": v for stage, v in t["seconds"].items()}})
+                for peer in PEERS:
+                    if peer.seeded or first_outdir is None:
+                        score = score_peer(peer, outdir / sample, sample, seed)
+                        rows.append({"dataset": variant.dataset, "slide": row["slide"], "variant": variant.label,
+                                     "sample": sample, "method": peer.name,
+                                     "seed": seed if peer.seeded else None, "image": "none", **score})
+            first_outdir = first_outdir or outdir
+
+    long = pd.DataFrame(rows).astype({"seed": "Int64"})
+    per_slide = per_slide_table(long)
+    datasets = dataset_table(per_slide, long)
+    shown = per_slide[["dataset", "slide", "variant", "method", "n_spots", "k", "ARI", "NMI", "seeds",
+                       "wall_s", "first_seed_wall_s", "peak_rss_mib"]]
+    args.results.mkdir(parents=True, exist_ok=True)
+    md = (f"# senca benchmark\n\nseeds {' '.join(map(str, args.seeds))}; epochs {args.epochs or 'default (10)'}; "
+          f"encoder {args.encoder}; {args.threads} torch thread(s); CPU; {os.cpu_count()} cores.\n"
+          "wall_s: mean over seeds of the slide's stage times (later seeds reuse preprocess/embed-patches); "
+          "first_seed_wall_s: the first seed, every stage computed.\n\n"
+          "## Per slide\n\n" + markdown(shown) + "\n\n## Per dataset (mean and median over slides of the seed-mean)\n\n"
+          + markdown(datasets) + "\n")
+    print("\n" + md)
+    long.to_csv(args.results / "benchmark.csv", index=False)
+    (args.results / "benchmark.md").write_text(md)
+    (args.results / "benchmark.json").write_text(json.dumps({
+        "seeds": args.seeds, "epochs": args.epochs, "encoder": args.encoder, "threads": args.threads,
+        "pca_components": PCA_COMPONENTS, "per_slide": json.loads(per_slide.to_json(orient="records")),
+        "per_dataset": datasets.to_dict(orient="records"), "paper": PAPER, "reported_not_rerun": REPORTED,
+    }, indent=1) + "\n")
+    plot(per_slide, args.results / "benchmark.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
