@@ -29,6 +29,7 @@ from scipy import sparse
 
 from senca.errors import SencaError
 from senca.evaluate import n_distinct_labels, score_clusters, valid_label_mask
+from senca.graph import median_spot_pitch
 from senca.io.artifacts import (
     Provenance,
     check_made_from,
@@ -305,13 +306,8 @@ def _spot_pitch(spots_meta: dict[str, Any], xy: np.ndarray) -> float:
     pitch = spots_meta.get("spot_pitch_px")
     if pitch and np.isfinite(pitch) and pitch > 0:
         return float(pitch)
-    if len(xy) < 2:
-        return 1.0
-    from sklearn.neighbors import NearestNeighbors
-
-    dist, _ = NearestNeighbors(n_neighbors=2).fit(xy).kneighbors(xy)
-    positive = dist[:, 1][dist[:, 1] > 0]
-    return float(np.median(positive)) if len(positive) else 1.0
+    measured = median_spot_pitch(xy)
+    return measured if np.isfinite(measured) and measured > 0 else 1.0
 
 
 # ----------------------------------------------------------------------------- the stage

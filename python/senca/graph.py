@@ -37,10 +37,14 @@ def knn_edges(xy: np.ndarray, k: int) -> pd.DataFrame:
 
 
 def median_spot_pitch(xy: np.ndarray) -> float:
-    """Median distance from a spot to its nearest neighbour: the grid pitch in coordinate units."""
-    if len(xy) < 2:
+    """Median distance from a spot to its nearest other position: the grid pitch in coordinate units.
+
+    Duplicated positions are counted once (a zero distance is no pitch); NaN with < 2 distinct positions.
+    """
+    points = np.unique(np.asarray(xy, dtype=np.float64), axis=0)
+    if len(points) < 2:
         return float("nan")
-    distance, _ = NearestNeighbors(n_neighbors=2, algorithm="ball_tree").fit(xy).kneighbors(xy)
+    distance, _ = NearestNeighbors(n_neighbors=2, algorithm="ball_tree").fit(points).kneighbors(points)
     return float(np.median(distance[:, 1]))
 
 

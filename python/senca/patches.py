@@ -29,6 +29,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from senca.errors import SencaError
+from senca.graph import median_spot_pitch
 from senca.images import FILL_WHITE, crop_padded, thumbnail
 
 DEFAULT_RADIUS_SPOTS = 3.0
@@ -36,18 +37,12 @@ DEFAULT_RADIUS_SPOTS = 3.0
 
 # ----------------------------------------------------------------------------- geometry
 def spot_pitch(xy: np.ndarray) -> float:
-    """Median distance from each spot to its nearest other spot (pixels); duplicates are ignored.
-
-    Uses a k-d tree: O(N log N) time and O(N) memory, fine for 10^6 Visium HD bins.
-    """
-    from scipy.spatial import cKDTree
-
-    points = np.unique(np.asarray(xy, dtype=np.float64), axis=0)
-    if len(points) < 2:
+    """Median distance from each spot to its nearest other spot (pixels); duplicates are ignored."""
+    pitch = median_spot_pitch(xy)
+    if not np.isfinite(pitch):
         raise SencaError("fewer than two distinct spot positions: the spot pitch (and so the patch size) "
                          "is undefined; give --patch-px")
-    distances, _ = cKDTree(points).query(points, k=2)
-    return float(np.median(distances[:, 1]))
+    return pitch
 
 
 @dataclass(frozen=True)

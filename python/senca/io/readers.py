@@ -29,7 +29,6 @@ from senca.io.samplesheet import SlideSpec
 
 log = logging.getLogger("senca")
 
-MISSING_LABELS = {"", "na", "nan", "none", "undetermined", "unknown"}
 _POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
 
 
