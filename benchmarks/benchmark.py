@@ -75,10 +75,38 @@ REPORTED = [
 class Variant:
     """One samplesheet: a dataset's slides with or without their image."""
 
-    name: str  # her2st_imageless, her2st_image, dlpfc_image, dlpfc_imageless
+    name: str  # her2st_imageless, her2st_image, dlpfc_image, dlpfc_imageless, <base>__<ablation>
     dataset: str  # her2st | dlpfc
     label: str  # "image-less" | "H&E" | "lowres H&E"
     rows: list[dict[str, Any]]  # samplesheet rows; row["slide"] is the slide name shown in tables
+    config: str = "default"  # "default", or the ablation's name (paper tables 4-5)
+    train_args: tuple[str, ...] = ()  # passed to train-senca through `senca run --train-args`
+    reuse: str | None = None  # variant whose preprocess/embed-patches outputs (same seed folder) are reused
+
+
+# Paper tables 4-5: components and neighbour counts. k ablations skip the platform's own default k.
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    "no cross-attention": ("--no-cross-attention",),
+    "no hierarchical": ("--no-hierarchical",),
+    "combine=sum": ("--combine", "sum"),
+    "k=4": ("--k", "4"),
+    "k=8": ("--k", "8"),
+    "k=16": ("--k", "16"),
+}
+ABLATION_BASE = {"her2st": "her2st_imageless", "dlpfc": "dlpfc_image"}
+DEFAULT_K = {"her2st": 4, "dlpfc": 6}
+
+
+def ablation_variants(base: Variant, names: list[str]) -> list[Variant]:
+    """One variant per ablation of ``base``: same slides, same preprocess/embed outputs, other train args."""
+    out = []
+    for name in names:
+        if name == f"k={DEFAULT_K[base.dataset]}":
+            continue  # the default run already is this ablation
+        slug = name.replace(" ", "_").replace("=", "")
+        out.append(Variant(f"{base.name}__{slug}", base.dataset, base.label, base.rows, name, ABLATIONS[name],
+                           reuse=base.name))
+    return out
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -133,12 +161,28 @@ def write_samplesheet(variant: Variant, folder: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- one slide, one seed
-def run_slide_timed(sheet: str, sample: str, outdir: str, opts_dict: dict[str, Any]) -> dict[str, Any]:
-    """Every stage of one slide, as ``senca.pipeline.run_slide`` orders them, each timed.
+def _stage_in_fresh_process(call: Any, slide_dir: str, resume: bool, quiet: bool, threads: int | None) -> dict[str, Any]:
+    """One stage through ``senca.pipeline.run_stage`` (stamps and all), in this spawned process.
 
-    Runs in its own spawned process: ``ru_maxrss`` is then this slide's peak resident memory.
+    The process is fresh for every stage, so ``ru_maxrss`` is that stage's own peak resident memory.
     """
     from senca.commands.common import setup_logging
+    from senca.pipeline import run_stage
+
+    setup_logging(quiet)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    ran = run_stage(call, Path(slide_dir), resume, quiet)
+    seconds = time.perf_counter() - started
+    rss_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return {"seconds": seconds, "ran": ran, "peak_rss_mib": rss_kib / 1024}
+
+
+def run_slide_timed(sheet: str, sample: str, outdir: str, opts_dict: dict[str, Any]) -> dict[str, Any]:
+    """Every stage of one slide, in the order ``senca.pipeline.run_slide`` runs them, each measured alone."""
     from senca.io.artifacts import read_meta
     from senca.io.samplesheet import read_samplesheet
     from senca.pipeline import (
@@ -148,38 +192,34 @@ def run_slide_timed(sheet: str, sample: str, outdir: str, opts_dict: dict[str, A
         markers_call,
         preprocess_call,
         remove_stale_temporaries,
-        run_stage,
         train_call,
     )
 
     opts = RunOptions(**opts_dict)
-    setup_logging(opts.quiet)
-    if opts.torch_threads:
-        import torch
-
-        torch.set_num_threads(opts.torch_threads)
     spec = next(s for s in read_samplesheet(sheet) if s.sample == sample)
     slide_dir = Path(outdir) / sample
     remove_stale_temporaries(slide_dir)
     seconds: dict[str, float] = {}
+    peak: dict[str, float] = {}
     ran: list[str] = []
 
-    def timed(call: Any) -> None:
-        started = time.perf_counter()
-        if run_stage(call, slide_dir, opts.resume, opts.quiet):
+    def measured(call: Any) -> None:
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+            result = pool.submit(_stage_in_fresh_process, call, str(slide_dir), opts.resume, opts.quiet,
+                                 opts.torch_threads).result()
+        seconds[call.stage], peak[call.stage] = result["seconds"], result["peak_rss_mib"]
+        if result["ran"]:
             ran.append(call.stage)
-        seconds[call.stage] = time.perf_counter() - started
 
-    timed(preprocess_call(spec, slide_dir, opts))
+    measured(preprocess_call(spec, slide_dir, opts))
     image = (read_meta(slide_dir / f"{sample}.spots.parquet", "spots").get("image") or {}).get("path") is not None
     if image:
-        timed(embed_call(sample, slide_dir, opts))
-    timed(train_call(sample, slide_dir, opts, image))
-    timed(cluster_call(sample, slide_dir, opts))
-    timed(markers_call(sample, slide_dir))
-    rss_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    return {"seconds": seconds, "ran": ran, "image": image, "peak_rss_mib": rss_kib / 1024}
+        measured(embed_call(sample, slide_dir, opts))
+    measured(train_call(sample, slide_dir, opts, image))
+    measured(cluster_call(sample, slide_dir, opts))
+    measured(markers_call(sample, slide_dir))
+    return {"seconds": seconds, "peak_rss_mib_by_stage": peak, "ran": ran, "image": image,
+            "peak_rss_mib": max(peak.values())}
 
 
 def reuse_first_seed(first: Path, target: Path) -> list[str]:
@@ -217,8 +257,7 @@ def run_variant_seed(variant: Variant, sheet: Path, outdir: Path, first_outdir: 
         slide_dir = outdir / sample
         timing_file = slide_dir / "benchmark_timing.json"
         reused = reuse_first_seed(first_outdir / sample, slide_dir) if first_outdir else []
-        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-            result = pool.submit(run_slide_timed, str(sheet), sample, str(outdir), opts).result()
+        result = run_slide_timed(str(sheet), sample, str(outdir), opts)
         if not result["ran"] and timing_file.exists():  # nothing recomputed: keep the measured run's timing
             result = json.loads(timing_file.read_text())
         else:
@@ -326,6 +365,37 @@ def dataset_table(per_slide: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ablation_table(long: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and config: ARI/NMI mean over slides for each seed, then mean ± sd over seeds."""
+    senca = long[long["method"] == SENCA]
+    rows = []
+    for (dataset, variant), g in senca.groupby(["dataset", "variant"], sort=False):
+        if set(g["config"]) == {"default"}:
+            continue
+        for config, c in g.groupby("config", sort=False):
+            per_seed = c.groupby("seed")[["ari", "nmi"]].mean()
+            rows.append({"dataset": dataset, "variant": variant, "config": config, "slides": c["slide"].nunique(),
+                         "seeds": " ".join(str(int(s)) for s in per_seed.index),
+                         "ARI": pm(per_seed["ari"]), "NMI": pm(per_seed["nmi"]),
+                         "ARI median over slides": f"{c.groupby('slide')['ari'].mean().median():.3f}"})
+    return pd.DataFrame(rows)
+
+
+def stage_table(long: pd.DataFrame) -> pd.DataFrame:
+    """Wall time and peak RSS of every stage, per slide (default config, first seed: nothing reused)."""
+    senca = long[(long["method"] == SENCA) & (long["config"] == "default")]
+    rows = []
+    for (dataset, variant, slide), g in senca.groupby(["dataset", "variant", "slide"], sort=False):
+        first = g.sort_values("seed").iloc[0]
+        row: dict[str, Any] = {"dataset": dataset, "slide": slide, "variant": variant, "n_spots": int(first["n_spots"])}
+        for stage in ("preprocess", "embed-patches", "train-senca", "cluster", "markers"):
+            seconds, peak = first.get(f"{stage}_s"), first.get(f"{stage}_peak_mib")
+            row[stage] = "-" if pd.isna(seconds) else f"{seconds:.1f} s / {peak:.0f} MiB"
+        row["total_s"] = float(first["total_s"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def markdown(df: pd.DataFrame) -> str:
     head = "| " + " | ".join(df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
@@ -371,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads per stage [2]")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--slides", nargs="+", default=None, help="only these slides (e.g. A1 B1; for quick checks)")
+    parser.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS), metavar="NAME",
+                        help=f"paper tables 4-5 ablations to run ({', '.join(ABLATIONS)}) [all]; none: --ablations")
+    parser.add_argument("--ablation-seeds", nargs="+", type=int, default=None, help="seeds for ablations [--seeds]")
     args = parser.parse_args(argv)
 
     if not (args.data / "her2st").is_dir() and not (args.data / "dlpfc").is_dir():
@@ -386,55 +459,69 @@ def main(argv: list[str] | None = None) -> int:
         variants = [Variant(v.name, v.dataset, v.label, [r for r in v.rows if r["slide"] in args.slides])
                     for v in variants]
         variants = [v for v in variants if v.rows]
+    if args.ablations:
+        by_name = {v.name: v for v in variants}
+        variants += [a for dataset, base in ABLATION_BASE.items() if base in by_name
+                     for a in ablation_variants(by_name[base], args.ablations)]
     rows: list[dict[str, Any]] = []
     for variant in variants:
         sheet = write_samplesheet(variant, work / "sheets")
         first_outdir: Path | None = None
-        for seed in args.seeds:
+        for seed in (args.ablation_seeds or args.seeds) if variant.config != "default" else args.seeds:
             outdir = work / "runs" / variant.name / f"seed{seed}"
+            reuse_from = work / "runs" / variant.reuse / f"seed{seed}" if variant.reuse else first_outdir
             opts = {"encoder": args.encoder, "epochs": args.epochs, "device": "cpu", "seed": seed,
-                    "quiet": True, "torch_threads": args.threads}
+                    "quiet": True, "torch_threads": args.threads, "train_args": variant.train_args}
             started = time.perf_counter()
-            timings = run_variant_seed(variant, sheet, outdir, first_outdir, opts)
+            timings = run_variant_seed(variant, sheet, outdir, reuse_from, opts)
             print(f"{variant.name} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
             summary = pd.read_csv(outdir / "summary" / "summary.csv", dtype={"sample": str}).set_index("sample")
             for row in variant.rows:
                 sample, t = row["sample"], timings[row["sample"]]
                 s = summary.loc[sample]
                 rows.append({"dataset": variant.dataset, "slide": row["slide"], "variant": variant.label,
-                             "sample": sample, "method": SENCA, "seed": seed, "ari": float(s["ari"]),
-                             "nmi": float(s["nmi"]), "n_clusters": int(s["n_clusters"]), "n_spots": int(s["n_spots"]),
-                             "n_scored": int(s["n_scored"]), "image": s["image"],
+                             "config": variant.config, "sample": sample, "method": SENCA, "seed": seed,
+                             "ari": float(s["ari"]), "nmi": float(s["nmi"]), "n_clusters": int(s["n_clusters"]),
+                             "n_spots": int(s["n_spots"]), "n_scored": int(s["n_scored"]), "image": s["image"],
                              "total_s": sum(t["seconds"].values()), "peak_rss_mib": t["peak_rss_mib"],
                              "reused": ",".join(t.get("reused", [])),
-                             **{f"{stage}_s": v for stage, v in t["seconds"].items()}})
+                             **{f"{stage}_s": v for stage, v in t["seconds"].items()},
+                             **{f"{stage}_peak_mib": v for stage, v in t.get("peak_rss_mib_by_stage", {}).items()}})
+                if variant.config != "default":
+                    continue
                 for peer in PEERS:
                     if peer.seeded or first_outdir is None:
                         score = score_peer(peer, outdir / sample, sample, seed)
                         rows.append({"dataset": variant.dataset, "slide": row["slide"], "variant": variant.label,
-                                     "sample": sample, "method": peer.name,
-                                     "seed": seed if peer.seeded else None, "image": "none", **score})
+                                     "config": "default", "sample": sample, "method": peer.name,
+                                     "seed": seed if peer.seeded else None, **score})
             first_outdir = first_outdir or outdir
 
     long = pd.DataFrame(rows).astype({"seed": "Int64"})
-    per_slide = per_slide_table(long)
-    datasets = dataset_table(per_slide, long)
+    default = long[long["config"] == "default"]
+    per_slide = per_slide_table(default)
+    datasets = dataset_table(per_slide, default)
+    ablations = ablation_table(long)
+    stages = stage_table(long)
     shown = per_slide[["dataset", "slide", "variant", "method", "n_spots", "k", "ARI", "NMI", "seeds",
                        "wall_s", "first_seed_wall_s", "peak_rss_mib"]]
     args.results.mkdir(parents=True, exist_ok=True)
-    md = (f"# senca benchmark\n\nseeds {' '.join(map(str, args.seeds))}; epochs {args.epochs or 'default (10)'}; "
+    md = (f"# senca benchmark\n\nseeds {' '.join(map(str, args.seeds))}; epochs {args.epochs or 'default'}; "
           f"encoder {args.encoder}; {args.threads} torch thread(s); CPU; {os.cpu_count()} cores.\n"
           "wall_s: mean over seeds of the slide's stage times (later seeds reuse preprocess/embed-patches); "
-          "first_seed_wall_s: the first seed, every stage computed.\n\n"
+          "first_seed_wall_s: the first seed, every stage computed; peers: their own wall time.\n\n"
           "## Per slide\n\n" + markdown(shown) + "\n\n## Per dataset (mean and median over slides of the seed-mean)\n\n"
-          + markdown(datasets) + "\n")
+          + markdown(datasets) + "\n\n## Ablations (paper tables 4-5; SENCA-st, mean over slides, ± sd over seeds)\n\n"
+          + markdown(ablations) + "\n\n## Wall time and peak memory per stage (first seed, each stage its own process)\n\n"
+          + markdown(stages) + "\n")
     print("\n" + md)
     long.to_csv(args.results / "benchmark.csv", index=False)
     (args.results / "benchmark.md").write_text(md)
     (args.results / "benchmark.json").write_text(json.dumps({
         "seeds": args.seeds, "epochs": args.epochs, "encoder": args.encoder, "threads": args.threads,
         "pca_components": PCA_COMPONENTS, "per_slide": json.loads(per_slide.to_json(orient="records")),
-        "per_dataset": datasets.to_dict(orient="records"), "paper": PAPER, "reported_not_rerun": REPORTED,
+        "per_dataset": datasets.to_dict(orient="records"), "ablations": ablations.to_dict(orient="records"),
+        "stages": json.loads(stages.to_json(orient="records")), "paper": PAPER,
     }, indent=1) + "\n")
     plot(per_slide, args.results / "benchmark.png")
     return 0

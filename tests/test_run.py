@@ -80,3 +80,26 @@ def test_a_failed_slide_does_not_stop_the_cohort(cohort, tmp_path):
     result = run_cli("run", "--samplesheet", sheet, "--outdir", tmp_path / "out", "--epochs", "2", "-q", expect=1)
     assert "1 of 2 slide(s) failed: broken" in result.stderr and "broken.tsv.gz: cannot read" in result.stderr
     assert (tmp_path / "out" / "fine" / "fine.clusters.parquet").exists()
+
+
+def test_train_args_reach_train_senca(cohort, tmp_path):
+    """Ablations through ``senca run --train-args``: the options land in train-senca's recorded params."""
+    slide = cohort["slides"]["noimage"]
+    sheet = write_samplesheet(tmp_path / "sheet.csv", [slide], relative=False)
+    out = tmp_path / "out"
+    run_cli("run", "--samplesheet", sheet, "--outdir", out, "--epochs", "1", "-q",
+            "--train-args", "--no-cross-attention --combine sum")
+    _, meta = read_table(out / "noimage" / "noimage.embeddings.parquet", "embeddings")
+    assert meta["params"]["cross_attention"] is False and meta["params"]["combine"] == "sum"
+
+
+@pytest.mark.parametrize("train_args, message", [
+    ("--seed 3", "--seed is set by senca run itself"),
+    ("--no-such-thing", "train-senca has no option --no-such-thing"),
+    ("--combine 'sum", "No closing quotation"),
+])
+def test_bad_train_args_are_refused_up_front(cohort, tmp_path, train_args, message):
+    result = run_cli("run", "--samplesheet", cohort["sheet"], "--outdir", tmp_path / "out", "-q",
+                     "--train-args", train_args, expect=2)
+    assert message in result.stderr
+    assert not (tmp_path / "out").exists()

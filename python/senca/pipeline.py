@@ -48,6 +48,28 @@ class RunOptions:
     resume: bool = True
     quiet: bool = False
     torch_threads: int | None = None
+    train_args: tuple[str, ...] = ()  # extra train-senca options (ablations), like a Nextflow module's ext.args
+
+
+# train-senca options that `senca run` sets itself: --train-args may not override them
+RUN_OWNED_TRAIN_OPTIONS = ("--spots", "--expr", "--graph", "--patches", "--epochs", "--seed", "--device", "--outdir",
+                           "-o", "--quiet", "-q", "--help", "-h")
+
+
+def check_train_args(train_args: tuple[str, ...]) -> None:
+    """Refuse ``--train-args`` that train-senca does not know, or that ``senca run`` already sets."""
+    from senca.cli import main
+
+    command = main.get_command(None, "train-senca")  # type: ignore[arg-type]
+    known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    for token in train_args:
+        name = token.split("=", 1)[0]
+        if not name.startswith("-"):
+            continue
+        if name in RUN_OWNED_TRAIN_OPTIONS:
+            raise SencaError(f"--train-args: {name} is set by senca run itself; use senca run's own option")
+        if name not in known:
+            raise SencaError(f"--train-args: train-senca has no option {name} (see senca train-senca --help)")
 
 
 @dataclass
@@ -99,7 +121,7 @@ def train_call(s: str, slide_dir: Path, opts: RunOptions, with_image: bool) -> S
         patches = slide_dir / f"{s}.patches.parquet"
         args += ["--patches", str(patches)]
         inputs.append(patches)
-    args += [*_flag("--epochs", opts.epochs), "--seed", str(opts.seed), "--device", opts.device]
+    args += [*_flag("--epochs", opts.epochs), "--seed", str(opts.seed), "--device", opts.device, *opts.train_args]
     outputs = [slide_dir / f"{s}.model.pt", slide_dir / f"{s}.embeddings.parquet", slide_dir / f"{s}.train_log.parquet"]
     return StageCall("train-senca", args, inputs, outputs)
 

@@ -52,7 +52,9 @@ def slides_from_options(samplesheet: str | None, samples: tuple[str, ...], data:
 @click.option("--positions", type=click.Path(), help="Legacy-ST spot file with x, y, pixel_x, pixel_y.")
 @click.option("--labels", type=click.Path(), help="Ground-truth labels (spot id or array x, y -> label).")
 @click.option("--n-clusters", type=click.IntRange(min=2), help="Number of regions expected (used by cluster).")
-@click.option("--n-hvg", type=click.IntRange(min=1), default=500, show_default=True, help="Highly variable genes kept as model input.")
+@click.option("--n-hvg", type=click.IntRange(min=1), default=None,
+              help="Highly variable genes kept as model input [default: 500 for legacy ST (paper), 3000 for Visium "
+                   "and hexagonal-grid .h5ad].")
 @click.option("--min-gene-counts", type=click.IntRange(min=0), default=10, show_default=True, help="Drop genes with fewer total counts.")
 @click.option("--k", type=click.IntRange(min=1), default=None, help="Neighbours per spot [default: 4 for ST, 6 for Visium].")
 @outdir_option

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import click
 
 from senca.commands.common import device_option, log, quiet_option, seed_option, setup_logging, user_errors
-from senca.pipeline import RunOptions, run_samplesheet
+from senca.errors import SencaError
+from senca.pipeline import RunOptions, check_train_args, run_samplesheet
 
 
 @click.command("run")
@@ -19,21 +21,29 @@ from senca.pipeline import RunOptions, run_samplesheet
 @click.option("--weights", type=str, default=None, help="Encoder weights: a state-dict file, or 'random' (recorded).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs [default: train-senca's].")
 @click.option("--k", type=click.IntRange(min=1), default=None, help="Neighbours per spot [default: 4 for ST, 6 for Visium].")
-@click.option("--n-hvg", type=click.IntRange(min=1), default=None, help="Highly variable genes [default: preprocess's, 500].")
+@click.option("--n-hvg", type=click.IntRange(min=1), default=None, help="Highly variable genes [default: 500 for legacy ST, 3000 for Visium].")
+@click.option("--train-args", type=str, default="", metavar="'OPTIONS'",
+              help="Extra train-senca options for every slide, e.g. '--no-cross-attention --combine sum' (ablations; "
+                   "like a Nextflow module's ext.args).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Skip stages whose outputs are complete for the same inputs.")
 @device_option
 @seed_option
 @quiet_option
 @user_errors
-def run(samplesheet, outdir, jobs, encoder, weights, epochs, k, n_hvg, resume, device, seed, quiet):
+def run(samplesheet, outdir, jobs, encoder, weights, epochs, k, n_hvg, train_args, resume, device, seed, quiet):
     """Run every stage for every slide of SAMPLESHEET on this machine.
 
     Same commands and output layout as the Nextflow pipeline; failed slides are reported and the
     others finish. Exit status 1 when any slide failed.
     """
     setup_logging(quiet)
+    try:
+        extra = tuple(shlex.split(train_args))
+    except ValueError as exc:
+        raise SencaError(f"--train-args {train_args!r}: {exc}") from None
+    check_train_args(extra)
     opts = RunOptions(encoder=encoder, weights=weights, epochs=epochs, device=device, seed=seed, k=k, n_hvg=n_hvg,
-                      resume=resume, quiet=quiet)
+                      resume=resume, quiet=quiet, train_args=extra)
     results = run_samplesheet(samplesheet, outdir, opts, jobs)
     for r in results:
         state = "ok" if r.ok else f"FAILED: {r.error}"
