@@ -276,6 +276,25 @@ def run_variant_seed(variant: Variant, sheet: Path, outdir: Path, first_outdir: 
     return timings
 
 
+def run_ablation_seed(variant: Variant, sheet: Path, outdir: Path, reuse_from: Path, opts: dict[str, Any],
+                      jobs: int) -> dict[str, dict[str, Any]]:
+    """An ablation's slides through ``senca run`` itself (``jobs`` slides at once), reusing the base run's
+    preprocess/embed-patches outputs. Only totals are measured: per-stage costs are the default run's."""
+    from senca.pipeline import RunOptions, run_samplesheet
+
+    for row in variant.rows:
+        reuse_first_seed(reuse_from / row["sample"], outdir / row["sample"])
+    threads = max(1, (opts["torch_threads"] or 1) // jobs)
+    started = time.perf_counter()
+    results = run_samplesheet(sheet, outdir, RunOptions(**{**opts, "torch_threads": threads}), jobs=jobs)
+    seconds = time.perf_counter() - started
+    failed = [f"{r.sample}: {r.error}" for r in results if not r.ok]
+    if failed:
+        raise SystemExit(f"senca run failed ({variant.name}): {'; '.join(failed)}")
+    return {r.sample: {"seconds": {"total": seconds / len(results)}, "peak_rss_mib": float("nan"),
+                       "reused": list(REUSED_STAGES)} for r in results}
+
+
 # ----------------------------------------------------------------------------- peers
 def pca_ward(slide_dir: Path, sample: str, k: int, seed: int) -> np.ndarray:
     """PCA of the slide's HVG matrix + Ward at k clusters (deterministic: ``seed`` unused)."""
@@ -317,6 +336,40 @@ def score_peer(peer: Peer, slide_dir: Path, sample: str, seed: int) -> dict[str,
             "n_scored": score["n_scored"], "total_s": seconds}
 
 
+def external_peer_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """SpaGCN and GraphST from their own venv (``benchmarks/peers_bench.py``'s jobs, its cache reused).
+
+    Same slides and labels; a peer that cannot run gives rows whose ``status`` says why.
+    """
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import peers_bench
+    from peers import export_peer_input
+
+    argv = ["--data", str(args.data), "--seeds", *map(str, args.seeds), "--dlpfc-graphst-seeds",
+            *map(str, args.dlpfc_graphst_seeds), "--dlpfc-graphst", *args.dlpfc_graphst]
+    if args.only:
+        argv += ["--only", args.only]
+    if args.slides:
+        argv += ["--slides", *args.slides]
+    peer_args = peers_bench.arguments(argv)
+    specs = {**peers_bench.her2st_specs(args.data), **peers_bench.dlpfc_specs(args.data)}
+    work = peer_args.work.resolve()
+    rows, inputs = [], {}
+    for job in peers_bench.jobs_for(peer_args):
+        if job.sample not in inputs:
+            inputs[job.sample] = export_peer_input(specs[job.sample], work / "inputs" / f"{job.sample}.h5ad")
+        for seed in job.seeds:
+            r = peers_bench.run_one(job, inputs[job.sample], seed, work, peer_args.timeout)
+            print(f"  peer {job.name} {job.sample} {job.variant} seed={seed}: "
+                  + (f"ARI {r['ari']:.3f} {r['wall_s']:.0f}s" if r["status"] == "ok" else r["status"]), flush=True)
+            rows.append({"dataset": r["dataset"], "slide": r["slide"], "variant": r["variant"], "config": "default",
+                         "sample": r["sample"], "method": r["method"], "seed": seed, "ari": r.get("ari"),
+                         "nmi": r.get("nmi"), "n_clusters": r["k"], "n_spots": r["n_spots"],
+                         "n_scored": r.get("n_scored"), "total_s": r.get("wall_s"),
+                         "peak_rss_mib": r.get("peak_rss_mib"), "status": r["status"]})
+    return rows
+
+
 # ----------------------------------------------------------------------------- tables
 def pm(values: pd.Series) -> str:
     values = values.dropna()
@@ -329,7 +382,12 @@ def pm(values: pd.Series) -> str:
 
 def per_slide_table(long: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    for (dataset, variant, slide, method), g in long.groupby(["dataset", "variant", "slide", "method"], sort=False):
+    for (dataset, variant, slide, method), everything in long.groupby(["dataset", "variant", "slide", "method"],
+                                                                      sort=False):
+        g = everything[everything["status"] == "ok"]
+        failed = everything[everything["status"] != "ok"]
+        if g.empty:
+            g = everything.iloc[:1]
         seeds = g["seed"].dropna()
         rows.append({"dataset": dataset, "slide": slide, "variant": variant, "method": method,
                      "n_spots": int(g["n_spots"].iloc[0]), "k": int(g["n_clusters"].iloc[0]),
@@ -337,23 +395,26 @@ def per_slide_table(long: pd.DataFrame) -> pd.DataFrame:
                      "seeds": " ".join(str(int(s)) for s in seeds) if len(seeds) else "deterministic",
                      "ari_mean": g["ari"].mean(), "ari_sd": g["ari"].std(ddof=1) if len(g) > 1 else 0.0,
                      "wall_s": g["total_s"].mean(), "first_seed_wall_s": g["total_s"].iloc[0],
-                     "peak_rss_mib": g["peak_rss_mib"].max() if "peak_rss_mib" in g else np.nan})
+                     "peak_rss_mib": g["peak_rss_mib"].max() if "peak_rss_mib" in g else np.nan,
+                     "status": "ok" if failed.empty else "; ".join(failed["status"].unique())})
     return pd.DataFrame(rows)
 
 
 def dataset_table(per_slide: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
     """Mean and median over slides of each slide's seed-mean ARI/NMI, then the paper and reported rows."""
     rows = []
-    for (dataset, variant, method), g in long.groupby(["dataset", "variant", "method"], sort=False):
+    ok = long[long["status"] == "ok"]
+    for (dataset, variant, method), g in ok.groupby(["dataset", "variant", "method"], sort=False):
         by_slide = g.groupby("slide")[["ari", "nmi"]].mean()
         rows.append({"dataset": dataset, "variant": variant, "method": method, "slides": len(by_slide),
                      "ARI mean": f"{by_slide['ari'].mean():.3f}", "ARI median": f"{by_slide['ari'].median():.3f}",
                      "NMI mean": f"{by_slide['nmi'].mean():.3f}", "NMI median": f"{by_slide['nmi'].median():.3f}",
+                     "wall s/slide": f"{g.groupby('slide')['total_s'].max().mean():.1f}",
                      "source": "measured here"})
     for method, (mean, median) in PAPER.items():
         rows.append({"dataset": "her2st", "variant": "full-res H&E", "method": method, "slides": 8,
                      "ARI mean": f"{mean:.3f}", "ARI median": f"{median:.3f}", "NMI mean": "-", "NMI median": "-",
-                     "source": "paper (table 1)"})
+                     "wall s/slide": "-", "source": "paper (table 1)"})
     def fmt(v: float | str) -> str:
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 
@@ -361,7 +422,7 @@ def dataset_table(per_slide: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
         rows.append({"dataset": r["dataset"], "variant": r["variant"], "method": r["method"],
                      "slides": 8 if r["dataset"] == "her2st" else 1, "ARI mean": fmt(r["ari_mean"]),
                      "ARI median": fmt(r["ari_median"]), "NMI mean": "-", "NMI median": "-",
-                     "source": "reported, not rerun"})
+                     "wall s/slide": "-", "source": "reported in the issue, not rerun"})
     return pd.DataFrame(rows)
 
 
@@ -443,7 +504,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slides", nargs="+", default=None, help="only these slides (e.g. A1 B1; for quick checks)")
     parser.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS), metavar="NAME",
                         help=f"paper tables 4-5 ablations to run ({', '.join(ABLATIONS)}) [all]; none: --ablations")
-    parser.add_argument("--ablation-seeds", nargs="+", type=int, default=None, help="seeds for ablations [--seeds]")
+    parser.add_argument("--dlpfc-ablation-seeds", nargs="+", type=int, default=[0],
+                        help="seeds for the DLPFC ablations [0] (HER2ST ablations use --seeds)")
+    parser.add_argument("--jobs", type=int, default=2, help="slides at once in ablation runs [2]")
+    parser.add_argument("--no-peers", dest="peers", action="store_false",
+                        help="skip SpaGCN/GraphST (they run from benchmarks/.peers-venv: benchmarks/install_peers.sh)")
+    parser.add_argument("--dlpfc-graphst-seeds", nargs="+", type=int, default=[0],
+                        help="GraphST seeds on DLPFC [0]: each run takes 15-20 min here")
+    parser.add_argument("--dlpfc-graphst", nargs="*", choices=["gmm", "leiden"], default=["gmm", "leiden"],
+                        help="GraphST clusterings on DLPFC [gmm leiden]")
     args = parser.parse_args(argv)
 
     if not (args.data / "her2st").is_dir() and not (args.data / "dlpfc").is_dir():
@@ -467,13 +536,18 @@ def main(argv: list[str] | None = None) -> int:
     for variant in variants:
         sheet = write_samplesheet(variant, work / "sheets")
         first_outdir: Path | None = None
-        for seed in (args.ablation_seeds or args.seeds) if variant.config != "default" else args.seeds:
+        ablation = variant.config != "default"
+        seeds = args.seeds if not ablation else (args.dlpfc_ablation_seeds if variant.dataset == "dlpfc" else args.seeds)
+        for seed in seeds:
             outdir = work / "runs" / variant.name / f"seed{seed}"
             reuse_from = work / "runs" / variant.reuse / f"seed{seed}" if variant.reuse else first_outdir
             opts = {"encoder": args.encoder, "epochs": args.epochs, "device": "cpu", "seed": seed,
                     "quiet": True, "torch_threads": args.threads, "train_args": variant.train_args}
             started = time.perf_counter()
-            timings = run_variant_seed(variant, sheet, outdir, reuse_from, opts)
+            if ablation:
+                timings = run_ablation_seed(variant, sheet, outdir, reuse_from, opts, args.jobs)
+            else:
+                timings = run_variant_seed(variant, sheet, outdir, reuse_from, opts)
             print(f"{variant.name} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
             summary = pd.read_csv(outdir / "summary" / "summary.csv", dtype={"sample": str}).set_index("sample")
             for row in variant.rows:
@@ -497,14 +571,19 @@ def main(argv: list[str] | None = None) -> int:
                                      "seed": seed if peer.seeded else None, **score})
             first_outdir = first_outdir or outdir
 
+    if args.peers:
+        rows += external_peer_rows(args)
     long = pd.DataFrame(rows).astype({"seed": "Int64"})
+    if "status" not in long:
+        long["status"] = "ok"
+    long["status"] = long["status"].fillna("ok")
     default = long[long["config"] == "default"]
     per_slide = per_slide_table(default)
     datasets = dataset_table(per_slide, default)
     ablations = ablation_table(long)
     stages = stage_table(long)
     shown = per_slide[["dataset", "slide", "variant", "method", "n_spots", "k", "ARI", "NMI", "seeds",
-                       "wall_s", "first_seed_wall_s", "peak_rss_mib"]]
+                       "wall_s", "first_seed_wall_s", "peak_rss_mib", "status"]]
     args.results.mkdir(parents=True, exist_ok=True)
     md = (f"# senca benchmark\n\nseeds {' '.join(map(str, args.seeds))}; epochs {args.epochs or 'default'}; "
           f"encoder {args.encoder}; {args.threads} torch thread(s); CPU; {os.cpu_count()} cores.\n"
