@@ -52,10 +52,6 @@ from senca.tiling import SlideGraph, Tile, build_slide_graph, cell_batches, make
 
 log = logging.getLogger("senca")
 
-# Defaults that depend on the platform (docs/method.md, "Training"), as the paper's own settings do: 10
-# epochs for legacy ST (4.1; more do not help HER2ST), 40 for richer platforms (4.3), which Visium is.
-PLATFORM_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {"st": {"epochs": 10}, "visium": {"epochs": 40}}
-
 INFERENCE_TILE_SPOTS = 4096  # eval needs no gradients: bigger tiles, same bounded memory
 LOG_COLUMNS = ["epoch", "step", "loss", "nt_xent_pooled", "nt_xent_window", "nt_xent_spot", "mse",
                "embedding_var", "encoder_input_var", "n_spots", "n_cells", "lr"]
@@ -92,7 +88,7 @@ class TrainConfig:
     batching: str = "scattered"  # mini-batch = random pooling cells from all over the slide | "compact" tiles
     mask_overlapping: bool = True  # windows sharing spots are not negatives of each other
     substitute_hops: int = 2    # image-less slides: neighbourhood averaging steps
-    substitute_dim: int = 8     # image-less slides: PCA width of the substitute view
+    substitute_dim: int = 32    # image-less slides: PCA width of the substitute view (docs/method.md)
 
     def validate(self) -> None:
         checks = [
@@ -391,7 +387,6 @@ class TrainingInputs:
     image_features: np.ndarray | None
     checksums: dict[str, str]
     image_meta: dict[str, Any] = field(default_factory=dict)  # the patches' encoder provenance
-    platform: str = "st"  # whose defaults apply: "st" | "visium" (preprocess's ``defaults_platform``)
 
 
 def read_training_inputs(spots: str | Path, expr: str | Path, graph: str | Path,
@@ -446,11 +441,8 @@ def read_training_inputs(spots: str | Path, expr: str | Path, graph: str | Path,
         _check_finite(features, patches_df, patches)
         checksums["patches"] = file_checksum(patches)
         image_meta = {k: patches_meta.get(k) for k in ("params", "encoder", "weights") if k in patches_meta}
-    platform = spots_meta.get("defaults_platform") or spots_meta.get("platform")
-    if platform not in PLATFORM_TRAIN_DEFAULTS:  # artifacts from before defaults_platform: by the grid
-        platform = "visium" if graph_meta.get("k") == 6 else "st"
     return TrainingInputs(sample, spot_ids, matrix, coords, source[keep], target[keep], distance[keep], features,
-                          checksums, image_meta, platform)
+                          checksums, image_meta)
 
 
 def _check_finite(matrix: np.ndarray, frame: pd.DataFrame, path: str | Path) -> None:

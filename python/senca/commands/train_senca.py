@@ -43,9 +43,7 @@ _DEFAULTS = _Defaults
 @click.option("--graph", "graph_path", required=True, type=_FILE, help="{s}.graph.parquet (kNN edges) from `senca preprocess`.")
 @click.option("--patches", "patches_path", type=_FILE, default=None,
               help="{s}.patches.parquet from `senca embed-patches`; absent: image-less slide (docs/method.md).")
-@click.option("--epochs", type=int, default=None,
-              help="Passes over the slide (every spot in one mini-batch per epoch)  [default: 10 for legacy ST, "
-                   "40 for Visium (paper 4.1, 4.3)]")
+@click.option("--epochs", type=int, default=_DEFAULTS.epochs, show_default=True, help="Passes over the slide (every spot in one mini-batch per epoch).")
 @click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True, help="Adam learning rate.")
 @click.option("--lambda-mse", type=float, default=_DEFAULTS.lambda_mse, show_default=True,
               help="Weight of the reconstruction term MSE(E, D) in eq. 1.")
@@ -77,16 +75,15 @@ def train_senca(spots_path: Path, expr_path: Path, graph_path: Path, patches_pat
     (the shared embedding S per spot) and {s}.train_log.parquet (every loss term per step).
     """
     setup_logging(quiet)
-    from senca.train import PLATFORM_TRAIN_DEFAULTS, TrainConfig, read_training_inputs, write_training_outputs
+    from senca.train import TrainConfig, read_training_inputs, write_training_outputs
     from senca.train import train_senca as run_training
 
-    inputs = read_training_inputs(spots_path, expr_path, graph_path, patches_path)
-    platform_defaults = PLATFORM_TRAIN_DEFAULTS[inputs.platform]
-    config = TrainConfig(epochs=epochs if epochs is not None else platform_defaults["epochs"], lr=lr, lambda_mse=lambda_mse, temperature=temperature, hidden_dim=hidden_dim,
+    config = TrainConfig(epochs=epochs, lr=lr, lambda_mse=lambda_mse, temperature=temperature, hidden_dim=hidden_dim,
                          rna_dim=rna_dim, shared_dim=shared_dim, combine=combine, k=k,
                          cross_attention=not no_cross_attention, hierarchical=not no_hierarchical,
                          batch_spots=batch_spots, seed=seed, device=device)
     config.validate()
+    inputs = read_training_inputs(spots_path, expr_path, graph_path, patches_path)
     if inputs.image_features is None:
         log.warning("%s: no --patches: image-less slide (image: none); the image branch gets the expression averaged "
                     "over each spot's neighbourhood (%d hops, PCA to %d) instead of H&E features",
