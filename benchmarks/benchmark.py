@@ -504,8 +504,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slides", nargs="+", default=None, help="only these slides (e.g. A1 B1; for quick checks)")
     parser.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS), metavar="NAME",
                         help=f"paper tables 4-5 ablations to run ({', '.join(ABLATIONS)}) [all]; none: --ablations")
+    parser.add_argument("--her2st-ablation-seeds", nargs="+", type=int, default=None,
+                        help="seeds for the HER2ST ablations [--seeds]")
     parser.add_argument("--dlpfc-ablation-seeds", nargs="+", type=int, default=[0],
-                        help="seeds for the DLPFC ablations [0] (HER2ST ablations use --seeds)")
+                        help="seeds for the DLPFC ablations [0]")
     parser.add_argument("--jobs", type=int, default=2, help="slides at once in ablation runs [2]")
     parser.add_argument("--no-peers", dest="peers", action="store_false",
                         help="skip SpaGCN/GraphST (they run from benchmarks/.peers-venv: benchmarks/install_peers.sh)")
@@ -537,7 +539,8 @@ def main(argv: list[str] | None = None) -> int:
         sheet = write_samplesheet(variant, work / "sheets")
         first_outdir: Path | None = None
         ablation = variant.config != "default"
-        seeds = args.seeds if not ablation else (args.dlpfc_ablation_seeds if variant.dataset == "dlpfc" else args.seeds)
+        seeds = args.seeds if not ablation else (args.dlpfc_ablation_seeds if variant.dataset == "dlpfc"
+                                                 else args.her2st_ablation_seeds or args.seeds)
         for seed in seeds:
             outdir = work / "runs" / variant.name / f"seed{seed}"
             reuse_from = work / "runs" / variant.reuse / f"seed{seed}" if variant.reuse else first_outdir

@@ -19,6 +19,7 @@ from senca.io.artifacts import (
     embedding_matrix,
     is_complete,
     read_table,
+    write_matrix_table,
     write_table,
 )
 
@@ -35,6 +36,31 @@ def test_round_trip_keeps_values_and_provenance(tmp_path):
     assert meta["params"]["path"] == str(tmp_path) and meta["image"] == "none" and meta["inputs"] == {"expr": "ab"}
     assert is_complete(tmp_path / "A.embeddings.parquet", "embeddings", {"expr": "ab"})
     assert not is_complete(tmp_path / "A.embeddings.parquet", "embeddings", {"expr": "changed"})
+
+
+def test_wide_tables_stream_in_row_groups_and_read_back_as_one_matrix(tmp_path, monkeypatch):
+    """write_matrix_table (dense or sparse input) == write_table, read back through one float matrix."""
+    import scipy.sparse as sp
+
+    monkeypatch.setattr(artifacts, "MATRIX_GROUP_VALUES", 700)  # 10 rows per row group here
+    rng = np.random.default_rng(0)
+    n, d = 95, 70  # > WIDE_TABLE_COLUMNS: the wide read path
+    matrix = rng.normal(size=(n, d)).astype(np.float32)
+    matrix[matrix < 0.5] = 0
+    ids = [f"s{i}" for i in range(n)]
+    prov = Provenance("patches", "A", "embed-patches", {}, {"spots": "ab"})
+    for name, given in (("dense", matrix), ("sparse", sp.csr_matrix(matrix))):
+        path = write_matrix_table(ids, [f"emb_{i}" for i in range(d)], given, tmp_path / f"{name}.parquet", prov)
+        assert pq.ParquetFile(path).num_row_groups == 10
+        df, meta = read_table(path, "patches")
+        assert df["spot_id"].tolist() == ids and meta["inputs"] == {"spots": "ab"}
+        assert np.array_equal(embedding_matrix(df), matrix) and df.drop(columns="spot_id").to_numpy().dtype == np.float32
+    write_table(embedding_frame(ids, matrix), tmp_path / "plain.parquet", prov)
+    plain, _ = read_table(tmp_path / "plain.parquet", "patches")
+    assert plain.equals(df)
+    with pytest.raises(SencaError, match="duplicated spot id 's0'"):
+        write_matrix_table(["s0"] * n, [f"emb_{i}" for i in range(d)], matrix, tmp_path / "dup.parquet", prov)
+    assert not (tmp_path / "dup.parquet").exists()
 
 
 @pytest.mark.parametrize(("df", "kind", "needle"), [

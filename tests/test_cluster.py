@@ -194,25 +194,27 @@ def test_unreachable_recorded_image_and_image_option(slide, synthetic_preprocess
     plt.close("all")
 
 
-def test_large_slide_path_uses_knn_connectivity(slide, monkeypatch):
+def test_large_slide_path_uses_two_level_ward(slide, monkeypatch):
     from senca import cluster
 
     monkeypatch.setattr(cluster, "EXACT_WARD_MAX_SPOTS", 100)
+    monkeypatch.setattr(cluster, "UMAP_SPECTRAL_MAX_SPOTS", 100)
     result = cluster.cluster_slide(slide["embeddings"], slide["spots"], slide["h5ad"], seed=0)
-    assert result.provenance.extra["ward"] == "knn-connectivity"
+    assert result.provenance.extra["ward"] == "two-level"
+    # micro-clusters asked for: n / 2 here; mini-batch k-means may leave a few empty (those are dropped)
+    assert 0.8 * slide["n"] // 2 < result.provenance.params["micro_clusters"] <= cluster.micro_cluster_count(slide["n"], 3)
     assert adjusted_rand_score(slide["truth"], result.clusters["cluster"]) > 0.9
+    assert np.isfinite(result.adata.obsm["X_umap"]).all() and "X_senca_pca2" not in result.adata.obsm
     for fig in result.figures.values():
         import matplotlib.pyplot as plt
 
         plt.close(fig)
 
 
-def test_cut_tree_matches_scipy_and_components_are_joined():
+def test_cut_tree_and_weighted_ward_match_scipy():
     from scipy.cluster.hierarchy import fcluster, linkage
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import connected_components
 
-    from senca.cluster import _join_components, cut_tree, order_by_size, ward_tree
+    from senca.cluster import cut_tree, order_by_size, ward_tree, weighted_ward
 
     # cluster ids: largest first, ties by the cluster's first spot
     assert order_by_size(np.array([5, 5, 1, 1, 1, 9])).tolist() == [1, 1, 0, 0, 0, 2]
@@ -226,16 +228,29 @@ def test_cut_tree_matches_scipy_and_components_are_joined():
         ours = cut_tree(tree, k)
         assert adjusted_rand_score(fcluster(Z, k, criterion="maxclust"), ours) == 1.0
         assert len(np.unique(ours)) == k
-    # two far-apart blobs whose kNN graphs do not touch: joined into one component
-    blobs = np.vstack([rng.normal(size=(30, 4)), rng.normal(size=(30, 4)) + 100])
-    from sklearn.neighbors import kneighbors_graph
+    # weighted Ward with unit weights is scipy's Ward, merge for merge
+    children, heights = weighted_ward(X, np.ones(len(X)))
+    assert np.allclose(heights, Z[:, 2])
+    assert (np.sort(children, axis=1) == np.sort(Z[:, :2].astype(int), axis=1)).all()
 
-    graph = csr_matrix(kneighbors_graph(blobs, 5))
-    assert connected_components(graph, directed=False)[0] == 2
-    joined = _join_components(graph, blobs)
-    assert connected_components(joined, directed=False)[0] == 1
-    constrained = ward_tree(blobs, joined)
-    assert adjusted_rand_score(np.repeat([0, 1], 30), cut_tree(constrained, 2)) == 1.0
+
+def test_two_level_ward_tree_is_complete_and_never_splits_a_micro_cluster():
+    from senca.cluster import cut_tree, micro_cluster_count, two_level_ward_tree
+
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 4, 1500)
+    S = rng.normal(size=(4, 12))[truth] * 5 + rng.normal(size=(1500, 12))
+    tree = two_level_ward_tree(S, 60, seed=0)
+    n = len(S)
+    used = np.sort(tree.children.ravel())
+    assert (used == np.arange(2 * n - 2)).all()  # every node but the root merged exactly once
+    assert (tree.children < n + np.arange(n - 1)[:, None]).all()  # merges only use earlier nodes
+    assert tree.counts[-1] == n and tree.method == "two-level"
+    assert adjusted_rand_score(truth, cut_tree(tree, 4)) == 1.0
+    fine = cut_tree(tree, 60)
+    assert len(np.unique(fine)) == 60 and (tree.heights[: n - 60] == 0).all()
+    assert micro_cluster_count(10**5, 6) == 1000 and micro_cluster_count(10**5, 300) == 3000
+    assert micro_cluster_count(288, 3) == 144
 
 
 def test_embeddings_of_other_spots_is_a_one_line_error(slide, tmp_path):

@@ -401,6 +401,27 @@ def test_cli_random_weights_are_recorded(slide: dict, tmp_path: Path) -> None:
     assert meta["patch"]["side_px"] == 100 and meta["patch"]["radius_rule"] == "side = --patch-px 100 px"
 
 
+def test_cli_input_px_resizes_patches_and_is_recorded(slide: dict, tmp_path: Path) -> None:
+    """--input-px (large slides on a CPU): same feature width, smaller encoder input, recorded; < 32 refused."""
+    spots, _ = read_table(slide["spots"], "spots")
+    few = write_spots(tmp_path / "P.spots.parquet", "P", spots[["pixel_x", "pixel_y"]].to_numpy()[:4], slide["image"],
+                      slide["width"], slide["height"])
+    args = ["--spots", str(few), "--encoder", "resnet18", "--weights", "random", "--device", "cpu", "--quiet"]
+    result = CliRunner().invoke(embed_patches_command, [*args, "--input-px", "64", "--outdir", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    df, meta = read_table(tmp_path / "a" / "P.patches.parquet", "patches")
+    assert df.shape == (4, 513) and np.isfinite(df.iloc[:, 1:].to_numpy()).all()
+    assert meta["input_px"] == 64 and meta["patch"]["resized_to_px"] == 64 and meta["params"]["input_px"] == 64
+    assert meta["encoder_native_input_px"] == 224
+    # side 384 px: a 64 px input is decoded at 1/4 (a 224 px input only at 1/1)
+    assert meta["patch"]["decode_reduction"] == 4
+    default = CliRunner().invoke(embed_patches_command, [*args, "--outdir", str(tmp_path / "b")])
+    assert default.exit_code == 0, default.output
+    _, meta = read_table(tmp_path / "b" / "P.patches.parquet", "patches")
+    assert meta["input_px"] == 224 and meta["params"]["input_px"] is None and meta["patch"]["decode_reduction"] == 1
+    assert "--input-px" in _cli_error([*args, "--input-px", "16", "--outdir", str(tmp_path)])
+
+
 def test_preprocessed_synthetic_slide_embeddings_follow_planted_regions(synthetic_preprocessed: dict) -> None:
     """End to end on `senca preprocess` output: the image path comes from the spots metadata."""
     _needs_lite()

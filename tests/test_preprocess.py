@@ -106,6 +106,17 @@ def test_dlpfc_visium_lowres(shared_data, tmp_path):
     spots, meta = read_table(tmp_path / "151673.spots.parquet", "spots")
     assert len(spots) == 3639 and meta["k"] == 6 and meta["image"]["source"] == "lowres"
     assert spots["pixel_x"].max() < 600 and spots["label"].isna().sum() == 28
+    assert read_meta(tmp_path / "151673.expr.parquet")["n_hvg"] == 3000  # the Visium default
+
+
+@pytest.mark.parametrize(("platform", "hexagonal", "expected"), [
+    ("st", False, 500), ("visium", True, 3000), ("h5ad", True, 3000), ("h5ad", False, 500)])
+def test_hvg_count_follows_the_platform(platform, hexagonal, expected):
+    from senca.preprocess import default_n_hvg
+    from senca.synthetic import grid
+
+    _, _, xy = grid(10, 10, hexagonal)
+    assert default_n_hvg(platform, xy) == expected
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -8,9 +8,13 @@ fixed k hides (section 4.5), so this stage keeps the whole Ward tree, cuts it at
   ``n_clusters_source`` in every output.
 * Exact Ward (scipy) up to ``EXACT_WARD_MAX_SPOTS`` spots: it needs the n(n-1)/2 pairwise distances
   (400 MB at 10,000 spots), which covers every legacy-ST and Visium slide (<= 4,992 spots). Above
-  that (Visium HD, Slide-seq) Ward runs with a connectivity constraint: the kNN graph of S
-  (the same graph UMAP uses), its components joined so the tree is complete; memory stays
-  O(spots x neighbours). Clusters are still groups of similar S, not spatially contiguous patches.
+  that (Visium HD, Slide-seq) Ward runs in two levels: mini-batch k-means splits S into
+  ``MICRO_CLUSTERS`` micro-clusters, then exact Ward merges their size-weighted centroids (Ward's
+  method started from that partition). Time and memory grow linearly with the spots (a kNN-graph
+  constrained Ward grew as n^1.45 and needed the kNN graph); clusters are still groups of similar
+  S. The kNN graph of S is then only UMAP's (exact up to ``EXACT_KNN_MAX_SPOTS``, NN-descent above);
+  UMAP starts from the first two principal components of S above ``UMAP_SPECTRAL_MAX_SPOTS``
+  (the spectral start's eigensolver grows faster than linearly).
 * Cluster ids are 0..k-1 by size (largest first, ties by the first spot), so reruns and
   Nextflow ``-resume`` give identical bytes.
 """
@@ -48,6 +52,9 @@ EXACT_WARD_MAX_SPOTS = 10_000
 AUTO_K_RANGE = (2, 15)
 SILHOUETTE_MAX_SPOTS = 4_000  # silhouette on a seeded sample above this (pairwise distances: 64 MB)
 UMAP_NEIGHBORS = 15
+MICRO_CLUSTERS = 1_000  # level 1 of Ward above EXACT_WARD_MAX_SPOTS (10^5 spots: 4 s, same ARI as constrained Ward)
+MICRO_BATCH = 4_096  # mini-batch k-means batch size
+UMAP_SPECTRAL_MAX_SPOTS = EXACT_WARD_MAX_SPOTS  # above: UMAP starts from PCA(2) of S
 EXACT_KNN_MAX_SPOTS = 100_000  # kNN of S by brute force up to here, approximate (pynndescent) above
 
 
@@ -63,7 +70,8 @@ class WardTree:
     children: np.ndarray
     heights: np.ndarray
     counts: np.ndarray
-    method: str  # "exact" | "knn-connectivity"
+    method: str  # "exact" | "two-level"
+    n_micro: int | None = None  # two-level: the micro-clusters under the Ward tree
 
     @property
     def n_leaves(self) -> int:
@@ -75,24 +83,92 @@ class WardTree:
         return np.column_stack([self.children.astype(np.float64), heights, self.counts.astype(np.float64)])
 
 
-def ward_tree(S: np.ndarray, connectivity: sparse.spmatrix | None = None) -> WardTree:
-    """The full Ward tree of the rows of S: exact without ``connectivity``, constrained with it."""
-    n = S.shape[0]
-    if connectivity is None:
-        from scipy.cluster.hierarchy import linkage
+def ward_tree(S: np.ndarray) -> WardTree:
+    """The exact Ward tree of the rows of S (scipy; O(n^2) memory: up to ``EXACT_WARD_MAX_SPOTS``)."""
+    from scipy.cluster.hierarchy import linkage
 
-        Z = linkage(np.asarray(S, dtype=np.float64), method="ward")
-        return WardTree(Z[:, :2].astype(np.int64), Z[:, 2].copy(), Z[:, 3].astype(np.int64), "exact")
-    from sklearn.cluster import ward_tree as sk_ward_tree
+    Z = linkage(np.asarray(S, dtype=np.float64), method="ward")
+    return WardTree(Z[:, :2].astype(np.int64), Z[:, 2].copy(), Z[:, 3].astype(np.int64), "exact")
 
-    children, n_components, _, _, distances = sk_ward_tree(S, connectivity=connectivity, return_distance=True)
-    if n_components != 1:  # _join_components makes this impossible; sklearn would otherwise go dense
-        raise RuntimeError(f"Ward connectivity graph has {n_components} components")
-    children = np.asarray(children, dtype=np.int64)
+
+def _subtree_counts(children: np.ndarray, n: int) -> np.ndarray:
+    """Leaves under each merge node n..2n-2 (merges only ever use earlier nodes)."""
     counts = np.ones(2 * n - 1, dtype=np.int64)
     for i, (a, b) in enumerate(children):
         counts[n + i] = counts[a] + counts[b]
-    return WardTree(children, np.asarray(distances, dtype=np.float64), counts[n:], "knn-connectivity")
+    return counts[n:]
+
+
+def weighted_ward(centroids: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Ward merges of m weighted points (cluster centroids and their sizes), greedy by merge cost.
+
+    Returns ``children`` (m-1, 2) in scipy's node numbering (points 0..m-1, merge i makes node m+i)
+    and ``heights`` in scipy's Ward distance, sqrt(2 w_a w_b / (w_a + w_b)) |c_a - c_b|. With unit
+    weights this is scipy's ``linkage(method="ward")``. O(m^2) memory and O(m^2) work per merge
+    (vectorised): meant for the ~10^3 micro-clusters of :func:`two_level_ward_tree`.
+    """
+    from scipy.spatial.distance import cdist
+
+    c = np.asarray(centroids, dtype=np.float64).copy()
+    w = np.asarray(weights, dtype=np.float64).copy()
+    m = len(c)
+    cost = cdist(c, c, "sqeuclidean") * (np.outer(w, w) / (w[:, None] + w[None, :]))
+    np.fill_diagonal(cost, np.inf)
+    node = np.arange(m)
+    active = np.ones(m, dtype=bool)
+    children = np.empty((max(m - 1, 0), 2), dtype=np.int64)
+    heights = np.empty(max(m - 1, 0), dtype=np.float64)
+    for step in range(m - 1):
+        a, b = sorted(divmod(int(np.argmin(cost)), m))
+        children[step] = sorted((node[a], node[b]))
+        heights[step] = np.sqrt(2.0 * cost[a, b])
+        c[a] = (w[a] * c[a] + w[b] * c[b]) / (w[a] + w[b])
+        w[a] += w[b]
+        node[a] = m + step
+        active[b] = False
+        cost[b, :] = cost[:, b] = np.inf
+        others = np.flatnonzero(active & (np.arange(m) != a))
+        row = ((c[others] - c[a]) ** 2).sum(axis=1) * (w[a] * w[others] / (w[a] + w[others]))
+        cost[a, others] = cost[others, a] = row
+    return children, heights
+
+
+def two_level_ward_tree(S: np.ndarray, n_micro: int, seed: int = 0) -> WardTree:
+    """Ward over k-means micro-clusters: a complete tree over the spots, linear in their number.
+
+    Level 1: mini-batch k-means (seeded) splits S into ``n_micro`` micro-clusters; inside
+    each, spots are merged at height 0 (in spot order). Level 2: exact Ward on the micro-clusters'
+    centroids weighted by their sizes (:func:`weighted_ward`), which is exactly Ward's method
+    started from that partition. Cuts into k << ``n_micro`` clusters never split a micro-cluster.
+    """
+    from sklearn.cluster import MiniBatchKMeans
+
+    n = S.shape[0]
+    n_micro = min(n_micro, n)
+    km = MiniBatchKMeans(n_clusters=n_micro, batch_size=max(MICRO_BATCH, 3 * n_micro), n_init=3,
+                         random_state=seed).fit(S)
+    _, micro = np.unique(km.labels_, return_inverse=True)  # drop empty micro-clusters, if any
+    m = int(micro.max()) + 1
+    order = np.argsort(micro, kind="stable")  # spots grouped by micro-cluster, in spot order within
+    group = micro[order]
+    first = np.r_[True, group[1:] != group[:-1]]
+    # chain merges inside each micro-cluster: position i (not a group's first) is merge i - (group + 1)
+    pos = np.flatnonzero(~first)
+    merge = pos - (group[pos] + 1)
+    left = np.where(first[pos - 1], order[pos - 1], n + merge - 1)
+    chain = np.column_stack([left, order[pos]])
+    last = np.r_[np.flatnonzero(first)[1:] - 1, n - 1]  # each group's last position
+    top = np.where(first[last], order[last], n + (last - (group[last] + 1)))  # the node of a whole micro-cluster
+    sizes = np.bincount(micro, minlength=m)
+    centroids = np.zeros((m, S.shape[1]))
+    np.add.at(centroids, micro, S)
+    centroids /= sizes[:, None]
+    upper, upper_heights = weighted_ward(centroids, sizes)
+    base = n + len(chain)  # first node id of the upper tree
+    mapped = np.where(upper < m, top[np.minimum(upper, m - 1)], upper - m + base)
+    children = np.vstack([chain, mapped]).astype(np.int64)
+    heights = np.concatenate([np.zeros(len(chain)), upper_heights])
+    return WardTree(children, heights, _subtree_counts(children, n), "two-level", n_micro=m)
 
 
 def _forest_components(tree: WardTree, k: int) -> np.ndarray:
@@ -147,37 +223,7 @@ def cut_height(tree: WardTree, k: int) -> float:
     return float((below + above) / 2)
 
 
-# ----------------------------------------------------------------------------- connectivity (large slides)
-def _join_components(graph: sparse.csr_matrix, S: np.ndarray) -> sparse.csr_matrix:
-    """Make a kNN graph connected by linking each component's most central spot to the others'.
-
-    sklearn would join components itself, but through dense distance blocks between whole
-    components (O(n^2) memory on a large slide); one edge per component pair is enough for Ward,
-    which scores a merge from cluster centroids, not from the edge.
-    """
-    from scipy.sparse.csgraph import connected_components
-    from sklearn.neighbors import NearestNeighbors
-
-    n_comp, comp = connected_components(graph, directed=False)
-    if n_comp == 1:
-        return graph
-    reps = np.empty(n_comp, dtype=np.int64)
-    for c in range(n_comp):
-        idx = np.flatnonzero(comp == c)
-        centre = S[idx].mean(axis=0)
-        reps[c] = idx[np.argmin(((S[idx] - centre) ** 2).sum(axis=1))]
-    if n_comp <= 500:
-        a, b = np.triu_indices(n_comp, 1)
-    else:  # many fragments: each to its 10 nearest fragments, plus a chain to guarantee one component
-        nn = NearestNeighbors(n_neighbors=min(11, n_comp)).fit(S[reps])
-        _, ind = nn.kneighbors(S[reps])
-        a = np.concatenate([np.repeat(np.arange(n_comp), ind.shape[1] - 1), np.arange(n_comp - 1)])
-        b = np.concatenate([ind[:, 1:].ravel(), np.arange(1, n_comp)])
-    extra = sparse.coo_matrix((np.ones(len(a)), (reps[a], reps[b])), shape=graph.shape)
-    log.info("Ward connectivity: joined %d components of the kNN graph of S", n_comp)
-    return (graph + extra + extra.T).tocsr()
-
-
+# ----------------------------------------------------------------------------- kNN of S (UMAP)
 class _NNDescentCSR:
     """pynndescent's kNN transformer returning a ``scipy.sparse.csr_matrix``.
 
@@ -215,6 +261,27 @@ def _knn_transformer(n: int, n_neighbors: int, seed: int) -> _NNDescentCSR | str
         return "sklearn"
     return _NNDescentCSR(n_neighbors=n_neighbors, metric="euclidean", random_state=seed, n_jobs=1,
                          n_trees=min(64, 5 + round(n**0.5 / 20.0)), n_iters=max(5, round(np.log2(n))))
+
+
+def micro_cluster_count(n: int, k: int | None) -> int:
+    """Level-1 micro-clusters for ``n`` spots: ``MICRO_CLUSTERS``, at least 10 per cluster asked for, at most n / 2."""
+    wanted = max(MICRO_CLUSTERS, 10 * (k or AUTO_K_RANGE[1]))
+    return int(max(min(wanted, n // 2), min(k or AUTO_K_RANGE[1], n)))
+
+
+def run_umap(adata: Any, S: np.ndarray, seed: int) -> None:
+    """``sc.tl.umap`` on the kNN graph already in ``adata``; above ``UMAP_SPECTRAL_MAX_SPOTS`` it starts
+    from PCA(2) of S instead of the spectral layout, whose eigensolver dominates at 10^5+ spots."""
+    import scanpy as sc
+
+    if adata.n_obs <= UMAP_SPECTRAL_MAX_SPOTS:
+        sc.tl.umap(adata, random_state=seed)
+        return
+    from sklearn.decomposition import PCA
+
+    adata.obsm["X_senca_pca2"] = PCA(n_components=2, random_state=seed).fit_transform(S.astype(np.float64))
+    sc.tl.umap(adata, random_state=seed, init_pos="X_senca_pca2")
+    del adata.obsm["X_senca_pca2"]
 
 
 # ----------------------------------------------------------------------------- choosing k
@@ -352,7 +419,7 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
     k, source = resolve_n_clusters(n_clusters, spots_meta.get("n_clusters"), labels, n)
     adata, _ = read_h5ad_for_spots(h5ad, spot_ids)
 
-    # kNN graph of S (for UMAP, and as Ward's connectivity on large slides)
+    # kNN graph of S (for UMAP)
     import scanpy as sc
 
     adata.obsm["X_senca"] = S
@@ -360,9 +427,9 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
     sc.pp.neighbors(adata, use_rep="X_senca", n_neighbors=n_neighbors, random_state=seed,
                     transformer=_knn_transformer(n, n_neighbors, seed))
     if n > EXACT_WARD_MAX_SPOTS:
-        log.info("%d spots > %d: Ward constrained to the %d-NN graph of S", n, EXACT_WARD_MAX_SPOTS, UMAP_NEIGHBORS)
-        connectivity = _join_components(adata.obsp["connectivities"].tocsr(), S)
-        tree = ward_tree(S, connectivity)
+        n_micro = micro_cluster_count(n, k)
+        log.info("%d spots > %d: Ward over %d k-means micro-clusters of S", n, EXACT_WARD_MAX_SPOTS, n_micro)
+        tree = two_level_ward_tree(S, n_micro, seed)
     else:
         tree = ward_tree(S)
 
@@ -374,7 +441,7 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
     log.info("%s: %d spots -> %d clusters (n_clusters from %s, Ward %s)", sample, n, k, source, tree.method)
     assignment = cut_tree(tree, k)
 
-    sc.tl.umap(adata, random_state=seed)
+    run_umap(adata, S, seed)
 
     valid = valid_label_mask(labels) if labels is not None else None
     score = score_clusters(assignment, labels) if labels is not None else None
@@ -410,7 +477,8 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
     provenance = Provenance(
         "clusters", sample, "cluster",
         params={"n_clusters": n_clusters, "image": image, "seed": seed, "method": "ward",
-                "exact_ward_max_spots": EXACT_WARD_MAX_SPOTS, "umap_neighbors": UMAP_NEIGHBORS},
+                "exact_ward_max_spots": EXACT_WARD_MAX_SPOTS, "umap_neighbors": UMAP_NEIGHBORS,
+                "micro_clusters": tree.n_micro},
         inputs={"embeddings": file_checksum(embeddings), "spots": file_checksum(spots), "h5ad": file_checksum(h5ad)},
         extra=extra,
     )
@@ -424,7 +492,7 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
         "umap.png": plots.plot_umap(adata.obsm["X_umap"], assignment, sample, label_arr, valid),
         "dendrogram.png": plots.plot_dendrogram(
             tree.linkage(), node_clusters(tree, assignment, k), k, cut_height(tree, k), sample,
-            note="" if tree.method == "exact" else " (Ward constrained to the kNN graph of S)"),
+            note="" if tree.method == "exact" else " (Ward over k-means micro-clusters of S)"),
     }
     return ClusterResult(sample, clusters, provenance, adata, figures, k, source)
 

@@ -36,6 +36,7 @@ from senca.patches import (
 log = logging.getLogger("senca")
 
 QC_MAX_SIDE = 1500
+MIN_INPUT_PX = 32  # ResNet / EfficientNet downsample 32-fold: smaller inputs leave no feature map to pool
 
 
 @dataclass
@@ -81,11 +82,14 @@ def _check_image_matches_spots(info: Any, spots_meta: dict[str, Any]) -> None:
 def embed_patches(spots: pd.DataFrame, spots_meta: dict[str, Any], image_path: str | Path, encoder: str = "resnet50",
                   weights: str | Path | None = None, radius_spots: float = DEFAULT_RADIUS_SPOTS,
                   patch_px: int | None = None, batch_size: int = 64, workers: int = 0, device: str = "auto",
-                  quiet: bool = False) -> PatchEmbedding:
+                  quiet: bool = False, input_px: int | None = None) -> PatchEmbedding:
     """Embed the H&E patch around every spot with a frozen ImageNet CNN (paper 3.3).
 
     ``spots``/``spots_meta``: a spots artifact (``spot_id``, ``pixel_x``, ``pixel_y`` in the image's
     pixel frame; metadata ``spot_pitch_px``, ``image``). Returns features in the spots' row order.
+    ``input_px``: side the patches are resized to before the encoder (default: the encoder's own,
+    224). The encoders pool their last feature map globally, so a smaller input gives features of the
+    same width at ~(input_px / 224)^2 of the cost: how 10^5-spot slides are embedded on a CPU.
     """
     from torch.utils.data import DataLoader
 
@@ -96,6 +100,9 @@ def embed_patches(spots: pd.DataFrame, spots_meta: dict[str, Any], image_path: s
         raise SencaError(f"--batch-size must be at least 1, not {batch_size}")
     if workers < 0:
         raise SencaError(f"--workers must be 0 or more, not {workers}")
+    if input_px is not None and input_px < MIN_INPUT_PX:
+        raise SencaError(f"--input-px must be at least {MIN_INPUT_PX} (the encoders downsample 32-fold), "
+                         f"not {input_px}")
     if spots.empty:
         raise SencaError("the spots table has no spots")
     torch_device = resolve_device(device)
@@ -107,8 +114,9 @@ def embed_patches(spots: pd.DataFrame, spots_meta: dict[str, Any], image_path: s
     geometry = patch_geometry(xy[np.isfinite(xy).all(axis=1)], spots_meta.get("spot_pitch_px"), radius_spots, patch_px)
     check_spots_in_image(ids, xy, info.width, info.height, geometry.side_px, info.path)
     loaded = load_encoder(encoder, weights)
+    size = int(input_px) if input_px is not None else loaded.spec.input_px
 
-    reduction = decode_reduction(geometry.side_px, loaded.spec.input_px)
+    reduction = decode_reduction(geometry.side_px, size)
     log.info("decoding %s (%d x %d px) at 1/%d resolution; patch side %d px (%s)", info.path, info.width,
              info.height, reduction, geometry.side_px, geometry.rule)
     working = read_working_image(info.path, reduction)
@@ -122,12 +130,12 @@ def embed_patches(spots: pd.DataFrame, spots_meta: dict[str, Any], image_path: s
         f"{spots_meta.get('sample', '?')}: {len(ids)} spots, {info.width} x {info.height} px image, "
         f"{padded} patches padded white at the border",
         f"patch {geometry.side_px} px ({geometry.rule})",
-        f"encoder {loaded.spec.name}, weights: {loaded.weights} "
+        f"encoder {loaded.spec.name} at {size} px, weights: {loaded.weights} "
         f"({Path(loaded.weights_source).name if loaded.pretrained else loaded.weights_source})"
         + ("  -- NOT PRETRAINED" if not loaded.pretrained else ""),
     ]
     examples = qc_examples(xy)
-    dataset = PatchDataset(corners, side, loaded.spec.input_px, pixels=working.pixels)
+    dataset = PatchDataset(corners, side, size, pixels=working.pixels)
     qc = draw_patch_qc(working.pixels, reduction, corners, side, xy, examples,
                        [dataset.patch(int(i)) for i in examples], caption, QC_MAX_SIDE)
 
@@ -135,7 +143,7 @@ def embed_patches(spots: pd.DataFrame, spots_meta: dict[str, Any], image_path: s
         if workers > 0:  # workers memory-map one on-disk copy instead of each getting a pickled slide
             pixels_file = Path(tmp) / "working.npy"
             np.save(pixels_file, working.pixels)
-            dataset = PatchDataset(corners, side, loaded.spec.input_px, pixels_file=pixels_file)
+            dataset = PatchDataset(corners, side, size, pixels_file=pixels_file)
         del working  # with workers the page cache holds the slide; without, the dataset does
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                             pin_memory=torch_device.type == "cuda", persistent_workers=False)
@@ -143,8 +151,9 @@ def embed_patches(spots: pd.DataFrame, spots_meta: dict[str, Any], image_path: s
 
     metadata = {
         **loaded.metadata(),
+        "input_px": size, "encoder_native_input_px": loaded.spec.input_px,
         "patch": {**geometry.to_json(), "side_working_px": side, "decode_reduction": reduction,
-                  "resized_to_px": loaded.spec.input_px, "resize": "bilinear (antialiased)",
+                  "resized_to_px": size, "resize": "bilinear (antialiased)",
                   "padding": f"constant white ({FILL_WHITE}, {FILL_WHITE}, {FILL_WHITE}) outside the image",
                   "n_padded": padded},
         "image": {**info.to_json(), "source": (spots_meta.get("image") or {}).get("source")},

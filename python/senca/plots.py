@@ -29,6 +29,7 @@ log = logging.getLogger("senca")
 THUMBNAIL_MAX_SIDE = 2000  # pixels: enough to see tissue structure, small enough for an .h5ad and a report
 SPOT_DIAMETER_FRACTION = 0.55  # spot diameter / spot pitch: Visium 55 um / 100 um (legacy ST: 100/200)
 EXCLUDED_COLOR = "#d0d0d0"  # spots whose ground-truth label is undetermined / NA
+DENSE_SPOTS = 20_000  # above: spots drawn one pitch wide and opaque (Visium HD bins would be sub-pixel dots)
 
 
 # ----------------------------------------------------------------------------- colours
@@ -70,12 +71,13 @@ def load_thumbnail(path: str | Path, max_side: int = THUMBNAIL_MAX_SIDE) -> Thum
 
 
 # ----------------------------------------------------------------------------- spatial panels
-def _spot_collection(xy: np.ndarray, colors: Sequence[str], diameter: float, ax: Any) -> EllipseCollection:
+def _spot_collection(xy: np.ndarray, colors: Sequence[str], diameter: float, ax: Any,
+                     alpha: float = 0.9) -> EllipseCollection:
     """Spots as circles of ``diameter`` in data units, so they stay to scale at any figure size."""
     n = len(xy)
     coll = EllipseCollection(np.full(n, diameter), np.full(n, diameter), np.zeros(n), units="xy",
                              offsets=xy, offset_transform=ax.transData, facecolors=list(colors),
-                             edgecolors="none", linewidths=0, alpha=0.9)
+                             edgecolors="none", linewidths=0, alpha=alpha)
     ax.add_collection(coll)
     return coll
 
@@ -85,14 +87,16 @@ def _spatial_panel(ax: Any, xy: np.ndarray, colors: Sequence[str], pitch: float,
     """One panel: spots over the thumbnail (image y axis: origin top-left)."""
     scale = thumb.scale if thumb is not None else 1.0
     pts = xy * scale
-    diameter = max(pitch * scale * SPOT_DIAMETER_FRACTION * 1.25, 1e-9)  # a little larger than life, to be seen
+    dense = len(xy) > DENSE_SPOTS  # true-size spots would be a pixel or two: tile the tissue instead
+    fraction = 1.05 if dense else SPOT_DIAMETER_FRACTION * 1.25  # a little larger than life, to be seen
+    diameter = max(pitch * scale * fraction, 1e-9)
     margin = max(pitch * scale * 2, 1.0)
     lo, hi = pts.min(axis=0) - margin, pts.max(axis=0) + margin
     if thumb is not None:
         h, w = thumb.pixels.shape[:2]
         ax.imshow(thumb.pixels, origin="upper", extent=(0, w, h, 0), interpolation="antialiased")
         lo, hi = np.maximum(lo, 0), np.minimum(hi, [w, h])
-    _spot_collection(pts, colors, diameter, ax)
+    _spot_collection(pts, colors, diameter, ax, alpha=1.0 if dense else 0.9)
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(hi[1], lo[1])  # inverted: y grows downwards as in the image
     ax.set_aspect("equal")

@@ -18,8 +18,15 @@ import pandas as pd
 import scipy.sparse as sp
 
 from senca.errors import SencaError
-from senca.graph import default_k, knn_edges, median_spot_pitch
-from senca.io.artifacts import Provenance, atomic_path, file_checksum, write_h5ad, write_table
+from senca.graph import default_k, detect_grid_k, knn_edges, median_spot_pitch
+from senca.io.artifacts import (
+    Provenance,
+    atomic_path,
+    file_checksum,
+    write_h5ad,
+    write_matrix_table,
+    write_table,
+)
 from senca.io.readers import RawSlide
 
 log = logging.getLogger("senca")
@@ -27,13 +34,32 @@ log = logging.getLogger("senca")
 STAGE = "preprocess"
 NORMALISE_TARGET = 1e4
 MIN_GENES = 10  # fewer genes passing the filter: refused (see _check_slide_size)
+# HVGs by platform (docs/method.md, "Preprocess"): the paper's 500 for legacy ST (HER2ST: 3,000 lowers Ward's
+# ARI); 3,000 for Visium-like hexagonal grids, whose libraries keep layer markers far below the top 500
+# (DLPFC 151673: ARI 0.25 -> 0.32), as SpaGCN and GraphST also use.
+PLATFORM_N_HVG = {"st": 500, "visium": 3000}
+
+
+def defaults_platform(platform: str, xy: np.ndarray) -> str:
+    """Whose defaults a slide gets: ``st`` or ``visium``; an .h5ad slide is Visium-like on a hexagonal grid.
+
+    Recorded in the spots metadata (``defaults_platform``) so train-senca picks the same platform.
+    """
+    if platform in PLATFORM_N_HVG:
+        return platform
+    return "visium" if detect_grid_k(xy) == 6 else "st"
+
+
+def default_n_hvg(platform: str, xy: np.ndarray) -> int:
+    """The platform's HVG count (see :data:`PLATFORM_N_HVG`)."""
+    return PLATFORM_N_HVG[defaults_platform(platform, xy)]
 
 
 @dataclass
 class PreprocessParams:
     """The knobs of paper section 3.1 (defaults from section 4.1)."""
 
-    n_hvg: int = 500
+    n_hvg: int | None = None  # None: by platform (PLATFORM_N_HVG)
     min_gene_counts: int = 10
     k: int | None = None  # None: 4 for ST, 6 for Visium, detected for .h5ad
 
@@ -44,13 +70,26 @@ class PreprocessParams:
 
 @dataclass
 class PreprocessResult:
+    """One slide's preprocessed data, not yet written.
+
+    The HVG matrix stays sparse (``hvg_matrix``, spots x ``hvg``) until it is written row group by
+    row group: a dense copy of it at 3 x 10^5 spots would be 600 MB per copy.
+    """
+
     sample: str
     spots: pd.DataFrame
-    expr: pd.DataFrame
+    hvg: list[str]
+    hvg_matrix: sp.csr_matrix  # log-normalised expression of the HVGs, float32
     graph: pd.DataFrame
     adata: Any  # anndata.AnnData
     extra: dict[str, Any] = field(default_factory=dict)
     image_array: np.ndarray | None = None  # an .h5ad-embedded image to write beside the artifacts
+
+    @property
+    def expr(self) -> pd.DataFrame:
+        """The ``{s}.expr.parquet`` table as a DataFrame (dense: for small slides and inspection)."""
+        dense = pd.DataFrame(self.hvg_matrix.toarray().astype(np.float32), columns=self.hvg)
+        return pd.concat([self.spots[["spot_id"]], dense], axis=1)
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -98,9 +137,10 @@ def preprocess_slide(raw: RawSlide, params: PreprocessParams, n_clusters: int | 
     sc.pp.normalize_total(adata, target_sum=NORMALISE_TARGET)
     sc.pp.log1p(adata)
     adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
-    n_hvg = min(params.n_hvg, adata.n_vars)
-    if n_hvg < params.n_hvg:
-        log.warning("%s: only %d genes pass the filter; using all as HVGs (asked for %d)", raw.sample, n_hvg, params.n_hvg)
+    wanted = params.n_hvg or default_n_hvg(raw.platform, xy)
+    n_hvg = min(wanted, adata.n_vars)
+    if n_hvg < wanted:
+        log.warning("%s: only %d genes pass the filter; using all as HVGs (asked for %d)", raw.sample, n_hvg, wanted)
     if n_hvg == adata.n_vars:
         adata.var["highly_variable"] = True
     else:
@@ -119,8 +159,7 @@ def preprocess_slide(raw: RawSlide, params: PreprocessParams, n_clusters: int | 
             "label": pd.Series(labels.to_numpy(), dtype="string"),
         }
     )
-    expr_matrix = adata[:, hvg].X.toarray().astype(np.float32)
-    expr = pd.concat([spots[["spot_id"]], pd.DataFrame(expr_matrix, columns=list(map(str, hvg)))], axis=1)
+    hvg_matrix = sp.csr_matrix(adata[:, hvg].X, dtype=np.float32)
 
     adata.obs["label"] = pd.Categorical(labels.to_numpy())
     adata.obsm["spatial"] = xy
@@ -133,6 +172,7 @@ def preprocess_slide(raw: RawSlide, params: PreprocessParams, n_clusters: int | 
         image["width"] = image["height"] = None
     extra = {
         "platform": raw.platform,
+        "defaults_platform": defaults_platform(raw.platform, xy),
         "image": image,
         "spot_pitch_px": median_spot_pitch(xy),
         "n_clusters": n_clusters,
@@ -145,7 +185,7 @@ def preprocess_slide(raw: RawSlide, params: PreprocessParams, n_clusters: int | 
     }
     log.info("%s: %d spots, %d/%d genes kept, %d HVGs, k=%d, %s image, %d labelled",
              raw.sample, len(spot_ids), adata.n_vars, n_genes_in, len(hvg), k, image["source"], extra["n_labelled"])
-    return PreprocessResult(raw.sample, spots, expr, graph, adata, extra, raw.image.array)
+    return PreprocessResult(raw.sample, spots, list(map(str, hvg)), hvg_matrix, graph, adata, extra, raw.image.array)
 
 
 def output_paths(outdir: Path, sample: str) -> dict[str, Path]:
@@ -162,8 +202,12 @@ def write_preprocess(result: PreprocessResult, outdir: Path, params: PreprocessP
         _write_png(result.image_array, image_path)
         extra["image"] = {**extra["image"], "path": str(image_path.resolve())}
     checksums = {name: file_checksum(path) for name, path in sorted(inputs.items())}
-    for kind, df in (("spots", result.spots), ("expr", result.expr), ("graph", result.graph)):
-        write_table(df, paths[kind], Provenance(kind, result.sample, STAGE, params.to_json(), checksums, extra))
+    def provenance(kind: str) -> Provenance:
+        return Provenance(kind, result.sample, STAGE, params.to_json(), checksums, extra)
+
+    write_table(result.spots, paths["spots"], provenance("spots"))
+    write_matrix_table(result.spots["spot_id"], result.hvg, result.hvg_matrix, paths["expr"], provenance("expr"))
+    write_table(result.graph, paths["graph"], provenance("graph"))
     adata = result.adata
     adata.uns["senca"] = json.dumps(Provenance("h5ad", result.sample, STAGE, params.to_json(), checksums, extra).to_json())
     write_h5ad(adata, paths["h5ad"])

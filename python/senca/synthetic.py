@@ -27,6 +27,7 @@ _TEXTURES = [
     ((230, 170, 170), (90, 30, 90), 3.0, 2),
     ((210, 190, 220), (60, 50, 140), 1.2, 5),
 ]
+CHUNK_ENTRIES = 1 << 22  # spot x gene entries (or image pixels) simulated at a time: bounded memory at 10^5+ spots
 
 
 @dataclass
@@ -76,51 +77,85 @@ def plant_regions(xy: np.ndarray, n_regions: int, rng: np.random.Generator) -> n
     return np.argmin(d, axis=1)
 
 
-def simulate_counts(region: np.ndarray, n_genes: int, n_markers: int, fold: float,
-                    rng: np.random.Generator) -> tuple[sp.csr_matrix, list[str], dict[int, list[str]]]:
-    """Negative-binomial counts; region r multiplies the mean of its marker genes by ``fold``."""
+def simulate_counts(region: np.ndarray, n_genes: int, n_markers: int, fold: float, rng: np.random.Generator,
+                    depth: float = 1.0, chunk_entries: int = CHUNK_ENTRIES,
+                    ) -> tuple[sp.csr_matrix, list[str], dict[int, list[str]]]:
+    """Negative-binomial counts; region r multiplies the mean of its marker genes by ``fold``.
+
+    ``depth`` scales every mean (below 1: sparser counts, like Visium HD bins). Spots are simulated
+    in blocks of about ``chunk_entries`` spot x gene entries and kept sparse, so memory grows with the
+    non-zero counts, not spots x genes (a slide that fits one block draws exactly as it always has).
+    """
     n_regions = int(region.max()) + 1
     markers = {r: [f"R{r}_M{j}" for j in range(n_markers)] for r in range(n_regions)}
     genes = [g for r in range(n_regions) for g in markers[r]]
     genes += [f"GENE{i:04d}" for i in range(n_genes - len(genes))]
-    base = rng.gamma(0.6, 1.5, size=len(genes))
-    mean = np.tile(base, (len(region), 1))
-    for r in markers:
-        mean[np.ix_(region == r, np.arange(r * n_markers, (r + 1) * n_markers))] *= fold
+    base = rng.gamma(0.6, 1.5, size=len(genes)) * depth
     library = rng.lognormal(0.0, 0.3, size=(len(region), 1))
-    mean = mean * library
     dispersion = 2.0  # NB with size 2: realistic over-dispersion
-    lam = rng.gamma(dispersion, mean / dispersion)
-    counts = rng.poisson(lam).astype(np.float32)
-    return sp.csr_matrix(counts), genes, markers
+    rows_per_block = max(1, chunk_entries // max(len(genes), 1))
+    blocks = []
+    for start in range(0, len(region), rows_per_block):
+        block = region[start:start + rows_per_block]
+        mean = np.tile(base, (len(block), 1))
+        for r in markers:
+            mean[np.ix_(block == r, np.arange(r * n_markers, (r + 1) * n_markers))] *= fold
+        mean = mean * library[start:start + rows_per_block]
+        lam = rng.gamma(dispersion, mean / dispersion)
+        blocks.append(sp.csr_matrix(rng.poisson(lam).astype(np.float32)))
+    counts = blocks[0] if len(blocks) == 1 else sp.vstack(blocks, format="csr")
+    return counts, genes, markers
+
+
+def _stamp_nuclei(image: np.ndarray, cy: np.ndarray, cx: np.ndarray, radius: int, colour: tuple[int, int, int]) -> None:
+    """Paint a filled disc of ``radius`` px at every (cy, cx), vectorised over nuclei (clipped at the border)."""
+    dy, dx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    inside = dy**2 + dx**2 <= radius**2
+    ys = cy[:, None] + dy[inside][None, :]
+    xs = cx[:, None] + dx[inside][None, :]
+    keep = (ys >= 0) & (ys < image.shape[0]) & (xs >= 0) & (xs < image.shape[1])
+    image[ys[keep], xs[keep]] = colour
 
 
 def paint_image(pixel_xy: np.ndarray, region: np.ndarray, pitch: float, shape: tuple[int, int],
-                rng: np.random.Generator) -> np.ndarray:
-    """An H&E-like RGB image: each spot's neighbourhood painted with its region's stain and nuclei."""
-    height, width = shape
-    image = np.full((height, width, 3), 248, dtype=np.uint8)  # glass
-    yy, xx = np.mgrid[0:height, 0:width]
-    # Tissue: each pixel takes the region of its nearest spot (within 0.75 pitch of a spot).
+                rng: np.random.Generator, strip_pixels: int = CHUNK_ENTRIES) -> np.ndarray:
+    """An H&E-like RGB image: each spot's neighbourhood painted with its region's stain and nuclei.
+
+    Painted in horizontal strips of about ``strip_pixels`` pixels (nearest-spot lookup, stain noise
+    and nuclei per strip), so a 10^8-pixel slide needs the image itself plus one strip's temporaries.
+    Nuclei that reach into the next strip are painted again once that strip is done.
+    """
     from sklearn.neighbors import NearestNeighbors
 
+    height, width = shape
+    image = np.full((height, width, 3), 248, dtype=np.uint8)  # glass
     tree = NearestNeighbors(n_neighbors=1).fit(pixel_xy)
-    dist, idx = tree.kneighbors(np.column_stack([xx.ravel(), yy.ravel()]))
-    on_tissue = dist[:, 0] < 0.75 * pitch
-    pixel_region = np.where(on_tissue, region[idx[:, 0]], -1).reshape(height, width)
-    for r in range(int(region.max()) + 1):
-        background, nucleus, density, radius = _TEXTURES[r % len(_TEXTURES)]
-        mask = pixel_region == r
-        noise = rng.normal(0, 6, size=(int(mask.sum()), 3))
-        image[mask] = np.clip(np.array(background) + noise, 0, 255).astype(np.uint8)
-        n_nuclei = int(mask.sum() * density / 1000)
-        ys, xs = np.nonzero(mask)
-        pick = rng.integers(0, len(ys), size=n_nuclei) if len(ys) else np.array([], dtype=int)
-        for cy, cx in zip(ys[pick], xs[pick], strict=True):
-            y0, y1 = max(cy - radius, 0), min(cy + radius + 1, height)
-            x0, x1 = max(cx - radius, 0), min(cx + radius + 1, width)
-            disc = (yy[y0:y1, x0:x1] - cy) ** 2 + (xx[y0:y1, x0:x1] - cx) ** 2 <= radius**2
-            image[y0:y1, x0:x1][disc] = nucleus
+    rows_per_strip = max(1, strip_pixels // max(width, 1))
+    spill: list[tuple[np.ndarray, np.ndarray, int, tuple[int, int, int]]] = []
+    for top in range(0, height, rows_per_strip):
+        bottom = min(height, top + rows_per_strip)
+        yy, xx = np.mgrid[top:bottom, 0:width]
+        # Tissue: each pixel takes the region of its nearest spot (within 0.75 pitch of a spot).
+        dist, idx = tree.kneighbors(np.column_stack([xx.ravel(), yy.ravel()]))
+        on_tissue = dist[:, 0] < 0.75 * pitch
+        pixel_region = np.where(on_tissue, region[idx[:, 0]], -1).reshape(bottom - top, width)
+        del yy, xx, dist, idx, on_tissue
+        strip = image[top:bottom]
+        for r in range(int(region.max()) + 1):
+            background, nucleus, density, radius = _TEXTURES[r % len(_TEXTURES)]
+            mask = pixel_region == r
+            noise = rng.normal(0, 6, size=(int(mask.sum()), 3))
+            strip[mask] = np.clip(np.array(background) + noise, 0, 255).astype(np.uint8)
+            n_nuclei = int(mask.sum() * density / 1000)
+            ys, xs = np.nonzero(mask)
+            pick = rng.integers(0, len(ys), size=n_nuclei) if len(ys) else np.array([], dtype=int)
+            cy, cx = ys[pick] + top, xs[pick]
+            _stamp_nuclei(image, cy, cx, radius, nucleus)
+            crossing = cy + radius >= bottom
+            if bottom < height and crossing.any():
+                spill.append((cy[crossing], cx[crossing], radius, nucleus))
+    for cy, cx, radius, nucleus in spill:  # the next strip's background covered their lower part
+        _stamp_nuclei(image, cy, cx, radius, nucleus)
     return image
 
 
@@ -147,15 +182,23 @@ def write_10x_h5(path: Path, counts: sp.csr_matrix, barcodes: list[str], genes: 
 def make_synthetic_slide(outdir: str | Path, sample: str = "synthetic", n_rows: int = 16, n_cols: int = 18,
                          n_regions: int = 3, n_genes: int = 300, n_markers: int = 8, fold: float = 4.0,
                          fmt: str = "st", image: bool = True, pitch_px: float = 40.0, seed: int = 0,
-                         header: bool = True) -> SyntheticSlide:
-    """Write a synthetic slide with planted regions in format ``fmt`` (st | h5ad | visium)."""
+                         header: bool = True, depth: float = 1.0, image_file: bool = False) -> SyntheticSlide:
+    """Write a synthetic slide with planted regions in format ``fmt`` (st | h5ad | visium).
+
+    ``depth`` scales the expected counts (sparser slides below 1). ``image_file`` (h5ad only) writes
+    the image as ``{sample}.jpg`` beside the ``.h5ad`` (a samplesheet image, pixel frame of
+    ``obsm['spatial']``) instead of inside ``uns['spatial']``: how the scale benchmark gives a
+    10^5-spot slide a JPEG that embed-patches decodes at reduced resolution.
+    """
+    if image_file and fmt != "h5ad":
+        raise ValueError("image_file applies to fmt='h5ad' (st writes a JPEG anyway; visium a hires PNG)")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     hexagonal = fmt == "visium"
     rows, cols, unit_xy = grid(n_rows, n_cols, hexagonal)
     region = plant_regions(unit_xy, n_regions, rng)
-    counts, genes, markers = simulate_counts(region, n_genes, n_markers, fold, rng)
+    counts, genes, markers = simulate_counts(region, n_genes, n_markers, fold, rng, depth=depth)
     margin = 2 * pitch_px
     pixel_xy = unit_xy * pitch_px + margin
     shape = (int(pixel_xy[:, 1].max() + margin), int(pixel_xy[:, 0].max() + margin))
@@ -189,7 +232,12 @@ def make_synthetic_slide(outdir: str | Path, sample: str = "synthetic", n_rows: 
         adata = ad.AnnData(X=counts, obs=pd.DataFrame({"array_row": rows, "array_col": cols}, index=spot_ids),
                            var=pd.DataFrame(index=genes))
         adata.obsm["spatial"] = pixel_xy
-        if image_array is not None:
+        if image_array is not None and image_file:
+            from PIL import Image
+
+            image_path = outdir / f"{sample}.jpg"
+            Image.fromarray(image_array).save(image_path, quality=90)
+        elif image_array is not None:
             adata.uns["spatial"] = {sample: {"images": {"hires": image_array},
                                              "scalefactors": {"tissue_hires_scalef": 1.0, "spot_diameter_fullres": pitch_px * 0.55}}}
         adata.write_h5ad(data)

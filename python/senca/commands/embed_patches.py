@@ -28,6 +28,9 @@ log = logging.getLogger("senca")
 @click.option("--radius-spots", type=float, default=DEFAULT_RADIUS_SPOTS, show_default=True,
               help="Patch radius in spot pitches (median nearest-neighbour spot distance); side = 2 x radius.")
 @click.option("--patch-px", type=int, default=None, help="Patch side in image pixels (overrides --radius-spots).")
+@click.option("--input-px", type=int, default=None,
+              help="Resize patches to this side before the encoder (>= 32); smaller is faster (cost ~ side^2) "
+                   "and coarser: for 10^5+ spot slides on a CPU, see docs/scaling.md  [default: the encoder's 224]")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Patches per encoder batch.")
 @click.option("--workers", type=int, default=0, show_default=True,
               help="DataLoader processes cutting patches while the model runs (0: in the main process).")
@@ -36,7 +39,8 @@ log = logging.getLogger("senca")
 @quiet_option
 @user_errors
 def embed_patches(spots_path: Path, image: Path | None, encoder: str, weights: str | None, radius_spots: float,
-                  patch_px: int | None, batch_size: int, workers: int, device: str, outdir: str, quiet: bool) -> None:
+                  patch_px: int | None, input_px: int | None, batch_size: int, workers: int, device: str, outdir: str,
+                  quiet: bool) -> None:
     """Embed the H&E patch around every spot with a frozen CNN.
 
     Writes {s}.patches.parquet (spot_id, float32 emb_0..emb_{d-1}; encoder, weights checksum and
@@ -46,23 +50,25 @@ def embed_patches(spots_path: Path, image: Path | None, encoder: str, weights: s
     from senca.embed import embed_patches as run_embed
     from senca.embed import resolve_image_path
     from senca.images import save_png
-    from senca.io.artifacts import Provenance, embedding_frame, file_checksum, read_table, write_table
+    from senca.io.artifacts import EMB_PREFIX, Provenance, file_checksum, read_table, write_matrix_table
 
     spots, spots_meta = read_table(spots_path, "spots")
     image_path = resolve_image_path(image, spots_meta, spots_path)
     result = run_embed(spots, spots_meta, image_path, encoder=encoder, weights=weights, radius_spots=radius_spots,
-                       patch_px=patch_px, batch_size=batch_size, workers=workers, device=device, quiet=quiet)
+                       patch_px=patch_px, batch_size=batch_size, workers=workers, device=device, quiet=quiet,
+                       input_px=input_px)
 
     sample = spots_meta["sample"]
     out = Path(outdir)
     provenance = Provenance(
         kind="patches", sample=sample, stage="embed-patches",
         params={"encoder": encoder, "weights": weights, "radius_spots": radius_spots, "patch_px": patch_px,
-                "batch_size": batch_size, "workers": workers, "device": device},
+                "input_px": input_px, "batch_size": batch_size, "workers": workers, "device": device},
         inputs={"spots": file_checksum(spots_path), "image": file_checksum(image_path)},
         extra=result.metadata,
     )
-    table_path = write_table(embedding_frame(result.spot_ids, result.matrix), out / f"{sample}.patches.parquet", provenance)
+    columns = [f"{EMB_PREFIX}{i}" for i in range(result.matrix.shape[1])]
+    table_path = write_matrix_table(result.spot_ids, columns, result.matrix, out / f"{sample}.patches.parquet", provenance)
     qc_path = save_png(result.qc, out / f"{sample}.patches_qc.png")
     log.info("wrote %s (%d spots x %d features, %s weights) and %s", table_path, *result.matrix.shape,
              result.metadata["weights"], qc_path)

@@ -52,6 +52,9 @@ SCHEMAS: dict[str, dict[str, str]] = {
 }
 
 ROW_GROUP_SIZE = 65_536  # bounded memory when a reader streams a big slide's table
+MATRIX_GROUP_VALUES = 1 << 23  # values per row group of a wide float table (32 MiB of float32)
+WIDE_TABLE_COLUMNS = 64  # more columns than this: read with one pandas block per column (see read_table)
+_PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "write_page_checksum": True}
 
 
 @dataclass
@@ -197,13 +200,57 @@ def write_table(df: pd.DataFrame, path: str | Path, provenance: Provenance) -> P
             raise SencaError("spot_id has missing values", path)
         if provenance.kind not in ("markers",) and ids.duplicated().any():
             raise SencaError(f"duplicated spot id {ids[ids.duplicated()].iloc[0]!r}", path)
-    metadata = dict(table.schema.metadata or {})
-    metadata[META_KEY] = json.dumps(provenance.to_json(), sort_keys=True).encode()
-    metadata[META_DIGEST_KEY] = _footer_digest(metadata[META_KEY], table.schema.names)
-    table = table.replace_schema_metadata(metadata)
+    table = table.replace_schema_metadata(_with_provenance(table.schema, provenance))
     with atomic_path(path) as tmp:
         # page CRCs: a flipped bit in the data is refused on read instead of read back as another number
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd", write_page_checksum=True)
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, **_PARQUET_OPTIONS)
+    return path
+
+
+def _with_provenance(schema: pa.Schema, provenance: Provenance) -> dict[bytes, bytes]:
+    """``schema``'s metadata plus senca's provenance JSON and its footer digest."""
+    metadata = dict(schema.metadata or {})
+    metadata[META_KEY] = json.dumps(provenance.to_json(), sort_keys=True).encode()
+    metadata[META_DIGEST_KEY] = _footer_digest(metadata[META_KEY], schema.names)
+    return metadata
+
+
+def matrix_row_group(n_columns: int) -> int:
+    """Rows per row group of a wide float table: ~``MATRIX_GROUP_VALUES`` values, at most ``ROW_GROUP_SIZE`` rows."""
+    return int(max(1, min(ROW_GROUP_SIZE, MATRIX_GROUP_VALUES // max(n_columns, 1))))
+
+
+def write_matrix_table(spot_ids: Sequence[str], columns: Sequence[str], matrix: Any, path: str | Path,
+                       provenance: Provenance) -> Path:
+    """Write ``spot_id`` + one float32 column per matrix column, one row group at a time, atomically.
+
+    Why not :func:`write_table`: a 10^5-spot slide's patch features (1280 columns) or HVG matrix
+    would exist three times over (the matrix, a DataFrame, an Arrow table). Here only ``matrix``
+    (a dense array, or a scipy sparse matrix densified one row group at a time) and one row group
+    of ~``MATRIX_GROUP_VALUES`` values exist at once. The file reads back with :func:`read_table`
+    like any other (schema, provenance and duplicate spot ids are checked the same way).
+    """
+    path = Path(path)
+    ids = pd.Series(list(spot_ids), dtype=object)
+    if ids.isna().any():
+        raise SencaError("spot_id has missing values", path)
+    if ids.duplicated().any():
+        raise SencaError(f"duplicated spot id {ids[ids.duplicated()].iloc[0]!r}", path)
+    columns = [str(c) for c in columns]
+    if matrix.shape != (len(ids), len(columns)):
+        raise ValueError(f"matrix is {matrix.shape}, expected {len(ids)} spots x {len(columns)} columns")
+    schema = pa.schema([pa.field("spot_id", pa.string())] + [pa.field(c, pa.float32()) for c in columns])
+    _check_schema(schema, provenance.kind, path)
+    schema = schema.with_metadata(_with_provenance(schema, provenance))
+    step = matrix_row_group(len(columns))
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, **_PARQUET_OPTIONS) as writer:
+        for start in range(0, max(len(ids), 1), step):
+            block = matrix[start:start + step]
+            block = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
+            by_column = np.ascontiguousarray(block.T, dtype=np.float32)  # one contiguous row per column
+            arrays = [pa.array(ids.iloc[start:start + step], type=pa.string())]
+            arrays += [pa.array(by_column[i]) for i in range(len(columns))]
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema), row_group_size=step)
     return path
 
 
@@ -293,9 +340,19 @@ def read_h5ad_for_spots(path: str | Path, spot_ids: Sequence[str]) -> tuple[Any,
 
 
 def read_table(path: str | Path, kind: str, columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Read an artifact of ``kind``: (DataFrame, provenance), with schema and format checked."""
+    """Read an artifact of ``kind``: (DataFrame, provenance), with schema and format checked.
+
+    Wide float tables (patch features, the HVG matrix: more than ``WIDE_TABLE_COLUMNS`` columns) are
+    read row group by row group into one float matrix that backs the DataFrame (see
+    :func:`_read_wide`), so a 10^5-spot slide's features are held once, not three times.
+    """
     path = Path(path)
     meta = read_meta(path, kind)
+    if columns is None and SCHEMAS.get(kind, {}).get("*") in ("emb", "genes"):
+        schema = pq.read_schema(path)
+        if len(schema.names) > WIDE_TABLE_COLUMNS:
+            _check_schema(schema, kind, path)
+            return _read_wide(path, schema), meta
     try:
         table = pq.read_table(path, columns=list(columns) if columns is not None else None,
                               page_checksum_verification=True)
@@ -310,6 +367,38 @@ def read_table(path: str | Path, kind: str, columns: Sequence[str] | None = None
     if list(map(str, frame.columns)) != table.column_names:  # pandas metadata renamed a column
         raise SencaError("damaged file footer (pandas metadata does not match the columns)", path)
     return frame, meta
+
+
+def _read_wide(path: Path, schema: pa.Schema) -> pd.DataFrame:
+    """``spot_id`` plus float columns, filled row group by row group into one (columns x rows) array.
+
+    The DataFrame's float columns are views of that one array (a single pandas block), so
+    ``frame.drop(columns="spot_id").to_numpy()`` needs no further copy. Arrow's memory pool only
+    ever holds one row group.
+    """
+    names = [n for n in schema.names if n != "spot_id"]
+    wide = np.float32 if all(pa.types.is_float32(schema.field(n).type) for n in names) else np.float64
+    try:
+        parquet = pq.ParquetFile(path, page_checksum_verification=True)
+        n_rows = parquet.metadata.num_rows
+        values = np.empty((len(names), n_rows), dtype=wide)
+        ids = np.empty(n_rows, dtype=object)
+        row = 0
+        for group in range(parquet.num_row_groups):
+            table = parquet.read_row_group(group)
+            size = table.num_rows
+            if "spot_id" in schema.names:
+                ids[row:row + size] = table.column("spot_id").to_numpy(zero_copy_only=False)
+            for j, name in enumerate(names):
+                values[j, row:row + size] = table.column(name).to_numpy(zero_copy_only=False)
+            row += size
+            del table
+    except Exception as exc:  # pyarrow raises several types for a damaged page
+        raise SencaError(f"cannot read table ({type(exc).__name__}: {exc})", path) from None
+    frame = pd.DataFrame(values.T, columns=pd.Index(names, dtype=object), copy=False)
+    if "spot_id" in schema.names:
+        frame.insert(schema.names.index("spot_id"), "spot_id", ids)
+    return frame
 
 
 def is_complete(path: str | Path, kind: str, inputs: Mapping[str, str] | None = None) -> bool:
@@ -352,14 +441,25 @@ def embedding_frame(spot_ids: Sequence[str], matrix: np.ndarray) -> pd.DataFrame
 
 
 def embedding_matrix(df: pd.DataFrame) -> np.ndarray:
-    """The ``emb_*`` columns of a table as a float32 (spots x d) matrix, in column order."""
+    """The ``emb_*`` columns of a table as a float32 (spots x d) matrix, in column order.
+
+    Filled column by column, so no intermediate DataFrame of the selected columns is made.
+    """
     names = [c for c in df.columns if c.startswith(EMB_PREFIX)]
     names.sort(key=lambda c: int(c[len(EMB_PREFIX):]))
-    return df[names].to_numpy(dtype=np.float32)
+    out = np.empty((len(df), len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        out[:, j] = df[name].to_numpy()
+    return out
 
 
 def align_to_spots(df: pd.DataFrame, spot_ids: Sequence[str], where: str | Path) -> pd.DataFrame:
-    """Reorder ``df`` to ``spot_ids``; a spot missing from ``df`` is an error that names it."""
+    """Reorder ``df`` to ``spot_ids``; a spot missing from ``df`` is an error that names it.
+
+    Already in that order (what senca's own stages write): ``df`` itself, no copy.
+    """
+    if len(df) == len(spot_ids) and df["spot_id"].astype(str).tolist() == [str(s) for s in spot_ids]:
+        return df
     indexed = df.set_index("spot_id")
     missing = pd.Index(spot_ids).difference(indexed.index)
     if len(missing):
