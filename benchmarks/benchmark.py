@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from peers_bench import pm  # this folder is on sys.path when the script runs
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -341,7 +342,6 @@ def external_peer_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     Same slides and labels; a peer that cannot run gives rows whose ``status`` says why.
     """
-    sys.path.insert(0, str(REPO / "benchmarks"))
     import peers_bench
     from peers import export_peer_input
 
@@ -371,15 +371,6 @@ def external_peer_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- tables
-def pm(values: pd.Series) -> str:
-    values = values.dropna()
-    if values.empty:
-        return "-"
-    if len(values) == 1:
-        return f"{values.iloc[0]:.3f}"
-    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
-
-
 def per_slide_table(long: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (dataset, variant, slide, method), everything in long.groupby(["dataset", "variant", "slide", "method"],

@@ -62,18 +62,6 @@ def distances(adata, args, info: dict):
                                     histology=True)
 
 
-def reseed(seed: int) -> None:
-    """The tutorial's r_seed / t_seed / n_seed before training."""
-    import random
-
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
     pc.set_threads(args.threads)
@@ -110,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     with timer.step("train"):
         clf = spg.SpaGCN()
         clf.set_l(l_value)
-        reseed(args.seed)
+        pc.seed_everything(args.seed)  # the tutorial's r_seed / t_seed / n_seed before training
         clf.train(adata, adj, init_spa=True, init="louvain", res=res, tol=SEARCH["tol"], lr=SEARCH["lr"],
                   max_epochs=SEARCH["train_epochs"])
         pred, _ = clf.predict()
