@@ -112,11 +112,11 @@ def test_dlpfc_visium_lowres(shared_data, tmp_path):
 @pytest.mark.parametrize(("platform", "hexagonal", "expected"), [
     ("st", False, 500), ("visium", True, 3000), ("h5ad", True, 3000), ("h5ad", False, 500)])
 def test_hvg_count_follows_the_platform(platform, hexagonal, expected):
-    from senca.preprocess import default_n_hvg
+    from senca.preprocess import PLATFORM_N_HVG, defaults_platform
     from senca.synthetic import grid
 
     _, _, xy = grid(10, 10, hexagonal)
-    assert default_n_hvg(platform, xy) == expected
+    assert PLATFORM_N_HVG[defaults_platform(platform, xy)] == expected
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -43,16 +43,11 @@ PLATFORM_N_HVG = {"st": 500, "visium": 3000}
 def defaults_platform(platform: str, xy: np.ndarray) -> str:
     """Whose defaults a slide gets: ``st`` or ``visium``; an .h5ad slide is Visium-like on a hexagonal grid.
 
-    Recorded in the spots metadata (``defaults_platform``) so train-senca picks the same platform.
+    Recorded in the spots metadata (``defaults_platform``), so a reader can tell which defaults applied.
     """
     if platform in PLATFORM_N_HVG:
         return platform
     return "visium" if detect_grid_k(xy) == 6 else "st"
-
-
-def default_n_hvg(platform: str, xy: np.ndarray) -> int:
-    """The platform's HVG count (see :data:`PLATFORM_N_HVG`)."""
-    return PLATFORM_N_HVG[defaults_platform(platform, xy)]
 
 
 @dataclass
@@ -137,7 +132,8 @@ def preprocess_slide(raw: RawSlide, params: PreprocessParams, n_clusters: int | 
     sc.pp.normalize_total(adata, target_sum=NORMALISE_TARGET)
     sc.pp.log1p(adata)
     adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
-    wanted = params.n_hvg or default_n_hvg(raw.platform, xy)
+    platform_defaults = defaults_platform(raw.platform, xy)  # the grid test is a ball-tree query: once
+    wanted = params.n_hvg or PLATFORM_N_HVG[platform_defaults]
     n_hvg = min(wanted, adata.n_vars)
     if n_hvg < wanted:
         log.warning("%s: only %d genes pass the filter; using all as HVGs (asked for %d)", raw.sample, n_hvg, wanted)
@@ -172,7 +168,7 @@ def preprocess_slide(raw: RawSlide, params: PreprocessParams, n_clusters: int | 
         image["width"] = image["height"] = None
     extra = {
         "platform": raw.platform,
-        "defaults_platform": defaults_platform(raw.platform, xy),
+        "defaults_platform": platform_defaults,
         "image": image,
         "spot_pitch_px": median_spot_pitch(xy),
         "n_clusters": n_clusters,
