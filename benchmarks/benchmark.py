@@ -346,7 +346,8 @@ def external_peer_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     from peers import export_peer_input
 
     argv = ["--data", str(args.data), "--seeds", *map(str, args.seeds), "--dlpfc-graphst-seeds",
-            *map(str, args.dlpfc_graphst_seeds), "--dlpfc-graphst", *args.dlpfc_graphst]
+            *map(str, args.dlpfc_graphst_seeds), "--dlpfc-graphst", *args.dlpfc_graphst,
+            "--her2st-graphst", *args.her2st_graphst]
     if args.only:
         argv += ["--only", args.only]
     if args.slides:
@@ -506,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="GraphST seeds on DLPFC [0]: each run takes 15-20 min here")
     parser.add_argument("--dlpfc-graphst", nargs="*", choices=["gmm", "leiden"], default=["gmm", "leiden"],
                         help="GraphST clusterings on DLPFC [gmm leiden]")
+    parser.add_argument("--her2st-graphst", nargs="*", choices=["gmm", "leiden"], default=["leiden", "gmm"],
+                        help="GraphST clusterings on HER2ST [leiden gmm]")
     args = parser.parse_args(argv)
 
     if not (args.data / "her2st").is_dir() and not (args.data / "dlpfc").is_dir():

@@ -5,7 +5,7 @@ through :mod:`peers`. Slides are read by senca's own readers, so spot ids, spots
 benchmark's; k = number of distinct usable labels (``undetermined``/NA excluded); ARI/NMI by
 ``senca.evaluate.score_clusters`` on the labelled spots.
 
-* HER2ST A1 B1 C1 D1 E1 F1 G2 H1, image-less: SpaGCN (coordinates only) and GraphST (leiden), each seed;
+* HER2ST A1 B1 C1 D1 E1 F1 G2 H1, image-less: SpaGCN (coordinates only) and GraphST (leiden and gmm), each seed;
   A1 with its H&E (``her2st/A1_he``): SpaGCN with histology.
 * DLPFC 151673: SpaGCN with its lowres H&E and without; GraphST gmm and GraphST leiden (GraphST uses no
   image), run last (each ~800-1,100 s on 2 cores).
@@ -92,7 +92,9 @@ def jobs_for(args: argparse.Namespace) -> list[Job]:
             if "spagcn" in args.methods:
                 jobs.append(Job("her2st", slide, "image-less", slide, "spagcn", "leiden", False, seeds, args.threads))
             if "graphst" in args.methods:
-                jobs.append(Job("her2st", slide, "image-less", slide, "graphst", "leiden", False, seeds, args.threads))
+                for clustering in args.her2st_graphst:
+                    jobs.append(Job("her2st", slide, "image-less", slide, "graphst", clustering, False, seeds,
+                                    args.threads))
         if "spagcn" in args.methods and "A1" in (args.slides or HER2ST_SLIDES):
             jobs.append(Job("her2st", "A1", "H&E", "A1_image", "spagcn", "leiden", True, seeds, args.threads))
     if args.only in (None, "dlpfc"):
@@ -221,6 +223,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dlpfc-graphst-seeds", nargs="+", type=int, default=[0], help="[0]: each run is ~15 min")
     p.add_argument("--dlpfc-graphst", nargs="*", choices=["gmm", "leiden"], default=["gmm", "leiden"],
                    help="GraphST clusterings on DLPFC [gmm leiden]; none to skip")
+    p.add_argument("--her2st-graphst", nargs="*", choices=["gmm", "leiden"], default=["leiden", "gmm"],
+                   help="GraphST clusterings on HER2ST [leiden gmm]; none to skip")
     p.add_argument("--only", choices=["her2st", "dlpfc"], default=None)
     p.add_argument("--methods", nargs="+", choices=["spagcn", "graphst"], default=["spagcn", "graphst"])
     p.add_argument("--slides", nargs="+", default=None, help="only these HER2ST slides")
