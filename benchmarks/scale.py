@@ -18,8 +18,9 @@ ImageNet weights) at ``--input-px 64`` (see docs/scaling.md), ``--epochs 2`` for
 per epoch reported; a real run uses 10), the default ``--batch-spots``, 1 thread per stage unless
 ``--threads``.
 
-    .venv/bin/python benchmarks/scale.py --sizes 1000 10000            # ~5 min
-    .venv/bin/python benchmarks/scale.py --sizes 100000 --merge        # ~20 min, adds to earlier rows
+    .venv/bin/python benchmarks/scale.py --sizes 1000 10000            # ~2 min
+    .venv/bin/python benchmarks/scale.py --sizes 100000 --merge        # ~9 min, adds to earlier rows
+    .venv/bin/python benchmarks/scale.py --sizes 300000 --merge        # ~26 min, 5 GB free memory
     .venv/bin/python benchmarks/scale.py input-px --n 10000            # patches/s vs --input-px
     .venv/bin/python benchmarks/scale.py report                        # tables again from scale.json
     .venv/bin/python benchmarks/scale.py --sizes 10000 --stages train-senca   # rerun a stage, keep the rest

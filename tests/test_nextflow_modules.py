@@ -56,7 +56,7 @@ OPTIONAL_INPUTS = {"PREPROCESS": {"image", "positions", "labels"}, "EMBED_PATCHE
                    "TRAIN_SENCA": {"patches"}, "CLUSTER": {"image"}, "EVALUATE": {"beside"}}
 GPU_PROCESSES = {"EMBED_PATCHES", "TRAIN_SENCA"}
 # Params that switch every optional flag on, so no ext.args branch goes unchecked.
-EVERYTHING_ON = {"k": 6, "weights": "random", "patch_px": 96, "combine": "sum", "no_cross_attention": True,
+EVERYTHING_ON = {"k": 6, "weights": "random", "patch_px": 96, "input_px": 64, "combine": "sum", "no_cross_attention": True,
                  "no_hierarchical": True, "device": "cpu"}
 PARAM_SETS = {
     "defaults": lambda: read_params(REPO / "nextflow.config"),

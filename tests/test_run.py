@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from senca.io.artifacts import read_table
-from senca.pipeline import RunOptions, run_samplesheet
+from senca.pipeline import RunOptions, embed_call, run_samplesheet
 from senca.synthetic import make_synthetic_slide, write_samplesheet
 
 from helpers import run_cli
@@ -91,6 +91,24 @@ def test_train_args_reach_train_senca(cohort, tmp_path):
             "--train-args", "--no-cross-attention --combine sum")
     _, meta = read_table(out / "noimage" / "noimage.embeddings.parquet", "embeddings")
     assert meta["params"]["cross_attention"] is False and meta["params"]["combine"] == "sum"
+
+
+def test_input_px_reaches_embed_patches(cohort, tmp_path):
+    """``senca run --input-px`` (for 10^5+ spot slides on a CPU) is what embed-patches resizes patches to."""
+    slide = cohort["slides"]["planted"]
+    sheet = write_samplesheet(tmp_path / "sheet.csv", [slide], relative=False)
+    out = tmp_path / "out"
+    run_cli("run", "--samplesheet", sheet, "--outdir", out, "--encoder", "efficientnet-lite0", "--input-px", "32",
+            "--epochs", "1", "-q")
+    _, meta = read_table(out / "planted" / "planted.patches.parquet", "patches")
+    assert meta["input_px"] == 32 and meta["params"]["input_px"] == 32 and meta["patch"]["resized_to_px"] == 32
+    assert "--input-px" not in embed_call("planted", out / "planted", RunOptions()).args  # default: the encoder's own
+
+
+def test_input_px_below_the_encoders_minimum_is_refused_up_front(cohort, tmp_path):
+    result = run_cli("run", "--samplesheet", cohort["sheet"], "--outdir", tmp_path / "out", "--input-px", "16",
+                     expect=2)
+    assert "--input-px" in result.stderr and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("train_args, message", [

@@ -40,6 +40,7 @@ class RunOptions:
 
     encoder: str = "resnet50"
     weights: str | None = None
+    input_px: int | None = None  # embed-patches --input-px; None: the encoder's own input size
     epochs: int | None = None
     device: str = "auto"
     seed: int = 0
@@ -109,7 +110,8 @@ def preprocess_call(spec: SlideSpec, slide_dir: Path, opts: RunOptions) -> Stage
 
 def embed_call(s: str, slide_dir: Path, opts: RunOptions) -> StageCall:
     spots = slide_dir / f"{s}.spots.parquet"
-    args = ["--spots", str(spots), "--encoder", opts.encoder, *_flag("--weights", opts.weights), "--device", opts.device]
+    args = ["--spots", str(spots), "--encoder", opts.encoder, *_flag("--weights", opts.weights),
+            *_flag("--input-px", opts.input_px), "--device", opts.device]
     return StageCall("embed-patches", args, [spots], [slide_dir / f"{s}.patches.parquet", slide_dir / f"{s}.patches_qc.png"])
 
 

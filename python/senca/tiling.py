@@ -2,9 +2,15 @@
 
 A slide (up to 10^6 spots on Visium HD) is cut into spatially compact tiles of at most
 ``max_spots`` spots by recursive bisection of the coordinates at the (jittered) median of the
-longer axis. Each tile is extended by the multi-hop halo the model's layers read from
-(``torch_geometric.utils.k_hop_subgraph``), so the tile's own ("core") spots see exactly the
-neighbourhood they would see in the whole slide; losses and outputs use the core spots only.
+longer axis. Each tile is extended by the multi-hop halo the model's layers read from, so the tile's
+own ("core") spots see exactly the neighbourhood they would see in the whole slide; losses and
+outputs use the core spots only.
+
+Building a tile costs O(tile edges), not O(slide edges): every edge list is sorted by target, so the
+edges into spot t are one contiguous slice (a CSR row, ``EdgeRows``, indexed once per slide). The halo
+is found by expanding a frontier over those rows, and a tile's edges are gathered from its own nodes'
+rows; the result (nodes, edges and their order) is what ``torch_geometric.utils.k_hop_subgraph`` and
+``subgraph`` over the whole edge list would give, which scanned every slide edge for every batch.
 
 The halo is exact when ``HALO_HOPS`` covers the model's receptive field: the RNA branch reads 2 hops
 (GCN propagation, then neighbourhood self-attention) and the cross-attention shared encoder and the
@@ -15,7 +21,7 @@ carried as edge weights, so halo truncation never changes a degree.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,9 +29,38 @@ import torch
 with warnings.catch_warnings():  # torch_geometric's import calls the deprecated torch.jit.script: not ours to fix
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     import torch_geometric  # noqa: F401
-from torch_geometric.utils import k_hop_subgraph, subgraph
 
 HALO_HOPS = 3
+
+
+class EdgeRows:
+    """CSR index of an edge list by target: the edges into spot ``t`` are positions indptr[t]:indptr[t+1].
+
+    Built once per slide (O(N + E)) so that a tile's edges cost O(its own edges) to find. Edge lists
+    sorted by target (every SlideGraph's, see ``_unique_edges``) are indexed in place; any other
+    order is indexed through a stable sort, and ``gather`` still returns positions in the list's order.
+    """
+
+    def __init__(self, edges: torch.Tensor, num_nodes: int):
+        self.edges = edges
+        target = edges[1]
+        ordered = bool((target[1:] >= target[:-1]).all()) if target.numel() > 1 else True
+        self.order = None if ordered else torch.sort(target, stable=True).indices
+        counts = torch.bincount(target, minlength=num_nodes)
+        self.indptr = torch.zeros(num_nodes + 1, dtype=torch.int64)
+        torch.cumsum(counts, dim=0, out=self.indptr[1:])
+
+    def gather(self, nodes: torch.Tensor) -> torch.Tensor:
+        """Positions in the edge list of every edge into ``nodes``, ascending (the list's own order)."""
+        nodes = torch.sort(nodes).values
+        start, stop = self.indptr[nodes], self.indptr[nodes + 1]
+        counts = stop - start
+        # one arange per row, vectorised: position = row start + rank within the row
+        row_start = torch.repeat_interleave(start - (torch.cumsum(counts, dim=0) - counts), counts)
+        positions = row_start + torch.arange(int(counts.sum()), dtype=torch.int64)
+        if self.order is not None:
+            positions = torch.sort(self.order[positions]).values
+        return positions
 
 
 @dataclass
@@ -43,6 +78,25 @@ class SlideGraph:
     gcn_weight: torch.Tensor
     attention_edges: torch.Tensor
     window_edges: torch.Tensor
+    # built on first use by make_tile: CSR rows of each edge list, and a spot -> tile position scratch
+    # array (-1 outside the current tile) reused by every tile, so a tile costs no O(N) work. The
+    # scratch array makes make_tile non-reentrant per graph: build tiles of one graph in one thread.
+    _rows: list[EdgeRows] = field(default_factory=list, init=False, repr=False, compare=False)
+    _position: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
+
+    def rows(self, edges: torch.Tensor) -> EdgeRows:
+        """The CSR index of one of this graph's edge lists (the GCN and attention lists are one tensor)."""
+        found = next((index for index in self._rows if index.edges is edges), None)
+        if found is None:
+            found = EdgeRows(edges, self.num_nodes)
+            self._rows.append(found)
+        return found
+
+    def position(self) -> torch.Tensor:
+        """The reusable spot -> local id array: all -1 between calls of make_tile."""
+        if self._position is None:
+            self._position = torch.full((self.num_nodes,), -1, dtype=torch.int64)
+        return self._position
 
 
 @dataclass
@@ -142,29 +196,55 @@ def cell_batches(cells: np.ndarray, max_spots: int, rng: np.random.Generator | N
 
 
 def make_tile(core: np.ndarray, graph: SlideGraph, hops: int = HALO_HOPS) -> Tile:
-    """The tile ``core`` plus its ``hops``-hop halo, with every edge set restricted and relabelled."""
-    core_t = torch.as_tensor(np.asarray(core, dtype=np.int64))
-    if hops > 0:
-        subset, _, _, _ = k_hop_subgraph(core_t, hops, graph.attention_edges, num_nodes=graph.num_nodes)
-    else:
-        subset = core_t
-    in_core = torch.zeros(graph.num_nodes, dtype=torch.bool)
-    in_core[core_t] = True
-    halo = subset[~in_core[subset]]
-    nodes = torch.cat([torch.sort(core_t).values, halo])  # core first, so outputs[:num_core] are the core's
-    gcn_edges, gcn_weight = _relabel(nodes, graph.gcn_edges, graph.num_nodes, graph.gcn_weight)
-    attention_edges, _ = _relabel(nodes, graph.attention_edges, graph.num_nodes)
-    window_edges, _ = _relabel(nodes, graph.window_edges, graph.num_nodes)
+    """The tile ``core`` plus its ``hops``-hop halo, with every edge set restricted and relabelled.
+
+    Nodes are the sorted core, then the sorted halo; each edge set keeps the slide's edge order.
+    """
+    core_t = torch.sort(torch.as_tensor(np.asarray(core, dtype=np.int64))).values
+    position = graph.position()
+    try:
+        halo = _halo(core_t, graph, hops, position)
+        nodes = torch.cat([core_t, halo])  # core first, so outputs[:num_core] are the core's
+        position[nodes] = torch.arange(nodes.numel())
+        gcn_edges, gcn_weight = _relabel(nodes, graph.gcn_edges, graph, position, graph.gcn_weight)
+        attention_edges, _ = _relabel(nodes, graph.attention_edges, graph, position)
+        window_edges, _ = _relabel(nodes, graph.window_edges, graph, position)
+    except BaseException:
+        position.fill_(-1)  # an interrupted tile may have left marks anywhere: the next one starts clean
+        raise
+    position[nodes] = -1  # O(tile): only this tile's marks are undone
     return Tile(nodes, len(core_t), gcn_edges, gcn_weight, attention_edges, window_edges)
 
 
-def _relabel(nodes: torch.Tensor, edges: torch.Tensor, num_nodes: int,
+def _halo(core: torch.Tensor, graph: SlideGraph, hops: int, seen: torch.Tensor) -> torch.Tensor:
+    """Sorted ids of the spots within ``hops`` hops of ``core`` (not in it), over the attention graph.
+
+    A hop follows edges backwards (source -> target edges into the frontier give their sources), as
+    ``k_hop_subgraph`` does by default. ``seen`` is the scratch array: marked spots are set to 0.
+    """
+    rows = graph.rows(graph.attention_edges)
+    sources = graph.attention_edges[0]
+    seen[core] = 0
+    frontier, reached = core, []
+    for _ in range(hops):
+        neighbours = sources[rows.gather(frontier)]
+        frontier = torch.unique(neighbours[seen[neighbours] < 0])
+        if frontier.numel() == 0:
+            break
+        seen[frontier] = 0
+        reached.append(frontier)
+    return torch.sort(torch.cat(reached)).values if reached else core.new_empty(0)
+
+
+def _relabel(nodes: torch.Tensor, edges: torch.Tensor, graph: SlideGraph, position: torch.Tensor,
              weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Edges with both ends in ``nodes``, renumbered to positions in ``nodes``."""
-    kept, kept_weight = subgraph(nodes, edges, edge_attr=weight, num_nodes=num_nodes)
-    position = torch.full((num_nodes,), -1, dtype=torch.int64)
-    position[nodes] = torch.arange(nodes.numel())
-    return position[kept], kept_weight
+    """Edges with both ends in ``nodes`` (``position`` >= 0 there), renumbered to positions in ``nodes``."""
+    kept = graph.rows(edges).gather(nodes)
+    local_source = position[edges[0, kept]]
+    inside = local_source >= 0
+    kept = kept[inside]
+    local = torch.stack([local_source[inside], position[edges[1, kept]]])
+    return local, None if weight is None else weight[kept]
 
 
 def whole_slide_tile(graph: SlideGraph) -> Tile:

@@ -19,6 +19,9 @@ from senca.pipeline import RunOptions, check_train_args, run_samplesheet
 @click.option("--encoder", type=click.Choice(["resnet50", "resnet18", "efficientnet-lite0"]), default="resnet50", show_default=True,
               help="Image encoder for embed-patches (efficientnet-lite0 ships its weights: works offline).")
 @click.option("--weights", type=str, default=None, help="Encoder weights: a state-dict file, or 'random' (recorded).")
+@click.option("--input-px", type=click.IntRange(min=32), default=None,  # senca.embed.MIN_INPUT_PX
+              help="Resize patches to this side before the encoder; smaller is faster, for 10^5+ spot slides on a "
+                   "CPU (docs/scaling.md)  [default: the encoder's 224]")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs [default: train-senca's].")
 @click.option("--k", type=click.IntRange(min=1), default=None, help="Neighbours per spot [default: 4 for ST, 6 for Visium].")
 @click.option("--n-hvg", type=click.IntRange(min=1), default=None, help="Highly variable genes [default: 500 for legacy ST, 3000 for Visium].")
@@ -30,7 +33,7 @@ from senca.pipeline import RunOptions, check_train_args, run_samplesheet
 @seed_option
 @quiet_option
 @user_errors
-def run(samplesheet, outdir, jobs, encoder, weights, epochs, k, n_hvg, train_args, resume, device, seed, quiet):
+def run(samplesheet, outdir, jobs, encoder, weights, input_px, epochs, k, n_hvg, train_args, resume, device, seed, quiet):
     """Run every stage for every slide of SAMPLESHEET on this machine.
 
     Same commands and output layout as the Nextflow pipeline; failed slides are reported and the
@@ -42,8 +45,8 @@ def run(samplesheet, outdir, jobs, encoder, weights, epochs, k, n_hvg, train_arg
     except ValueError as exc:
         raise SencaError(f"--train-args {train_args!r}: {exc}") from None
     check_train_args(extra)
-    opts = RunOptions(encoder=encoder, weights=weights, epochs=epochs, device=device, seed=seed, k=k, n_hvg=n_hvg,
-                      resume=resume, quiet=quiet, train_args=extra)
+    opts = RunOptions(encoder=encoder, weights=weights, input_px=input_px, epochs=epochs, device=device, seed=seed, k=k,
+                      n_hvg=n_hvg, resume=resume, quiet=quiet, train_args=extra)
     results = run_samplesheet(samplesheet, outdir, opts, jobs)
     for r in results:
         state = "ok" if r.ok else f"FAILED: {r.error}"
