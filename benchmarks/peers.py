@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 PEERS_VENV = REPO / "benchmarks" / ".peers-venv"
 SCRIPTS = {"spagcn": REPO / "benchmarks" / "peers" / "run_spagcn.py",
            "graphst": REPO / "benchmarks" / "peers" / "run_graphst.py"}
+SHARED_SCRIPT = REPO / "benchmarks" / "peers" / "peer_common.py"  # imported by both: part of what a run ran
 EXPORT_VERSION = 1  # bump when the .h5ad layout changes: cached inputs are then rewritten
 # Spot diameter / centre-to-centre pitch: Visium 55 um / 100 um; legacy ST 100 um / 200 um.
 DIAMETER_PER_PITCH = {"visium": 0.55, "st": 0.5}
@@ -231,7 +232,8 @@ def run_peer(method: str, input_h5ad: str | Path, k: int, seed: int, out_csv: st
 
     Returns ``{"method", "variant", "labels" (Series index spot_id, str cluster), "wall_s", "peak_rss_mib",
     "cached", "info" (what the peer printed: resolution, timings), "out_csv", "command"}``. Reuses
-    ``out_csv`` when its sidecar JSON has the same fingerprint (input sha256, arguments, script sha256).
+    ``out_csv`` when its sidecar JSON has the same fingerprint (input sha256, arguments, the peer
+    script's and ``peer_common.py``'s sha256).
     Raises :class:`PeerError` (one line: why) when the venv is missing or the peer fails.
     """
     method = method.lower()
@@ -251,6 +253,7 @@ def run_peer(method: str, input_h5ad: str | Path, k: int, seed: int, out_csv: st
     fingerprint = {"method": method, "variant": variant, "k": int(k), "seed": int(seed), "platform": platform,
                    "image_scale": image_scale, "threads": int(threads),
                    "input_sha256": _sha256(input_h5ad), "script_sha256": _sha256(SCRIPTS[method]),
+                   "shared_script_sha256": _sha256(SHARED_SCRIPT),
                    "image_sha256": None if image is None else _sha256(image)}
     sidecar = out_csv.with_suffix(".json")
     n_spots = _n_spots(input_h5ad)

@@ -52,6 +52,22 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(max(1, threads))
 
 
+def start(args: argparse.Namespace) -> Timer:
+    """What every peer run does first: cap torch's threads, seed every RNG, start the step timer."""
+    set_threads(args.threads)
+    seed_everything(args.seed)
+    return Timer()
+
+
+def finish(args: argparse.Namespace, spot_ids: Any, clusters: Any, unrefined: Any, info: dict[str, Any],
+           timer: Timer) -> int:
+    """What every peer run does last: write the labels, then the ``PEER_INFO`` line with the step timings."""
+    write_clusters(args.out, spot_ids, clusters, unrefined)
+    info["seconds"] = timer.seconds
+    report(info)
+    return 0
+
+
 def read_input(path: Path) -> Any:
     """The peer input AnnData; exits with a clear message when it lacks what the peers need."""
     import anndata as ad

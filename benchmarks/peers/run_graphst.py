@@ -61,9 +61,7 @@ def gmm_domains(adata, k: int, seed: int, info: dict):
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
-    pc.set_threads(args.threads)
-    pc.seed_everything(args.seed)
-    timer = pc.Timer()
+    timer = pc.start(args)
     with timer.step("import"):
         import torch
         from GraphST import GraphST
@@ -85,10 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         adata.obs["domain"] = domains
         refined = refine_label(adata, RADIUS, key="domain")
         info.update(n_clusters=len(set(domains)), n_clusters_refined=len(set(refined)))
-    pc.write_clusters(args.out, adata.obs_names, refined, domains)
-    info["seconds"] = timer.seconds
-    pc.report(info)
-    return 0
+    return pc.finish(args, adata.obs_names, refined, domains, info, timer)
 
 
 if __name__ == "__main__":

@@ -64,9 +64,7 @@ def distances(adata, args, info: dict):
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
-    pc.set_threads(args.threads)
-    pc.seed_everything(args.seed)
-    timer = pc.Timer()
+    timer = pc.start(args)
     with timer.step("import"):
         import numpy as np
         import scanpy as sc
@@ -108,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         shape = "hexagon" if platform == "visium" else "square"
         refined = spg.refine(sample_id=adata.obs_names.tolist(), pred=pred.tolist(), dis=grid, shape=shape)
         info.update(shape=shape, n_clusters=len(set(pred.tolist())), n_clusters_refined=len(set(refined)))
-    pc.write_clusters(args.out, adata.obs_names, refined, pred)
-    info["seconds"] = timer.seconds
-    pc.report(info)
-    return 0
+    return pc.finish(args, adata.obs_names, refined, pred, info, timer)
 
 
 if __name__ == "__main__":
