@@ -297,6 +297,7 @@ def run_ablation_seed(variant: Variant, sheet: Path, outdir: Path, reuse_from: P
 
 
 # ----------------------------------------------------------------------------- peers
+FLOOR_HOPS = 1  # the floor's smoothing: one hop of spot + 6-NN (Visium) / 4-NN (ST) averaging
 def pca_ward(slide_dir: Path, sample: str, k: int, seed: int) -> np.ndarray:
     """PCA of the slide's HVG matrix + Ward at k clusters (deterministic: ``seed`` unused)."""
     from sklearn.cluster import AgglomerativeClustering
@@ -310,6 +311,30 @@ def pca_ward(slide_dir: Path, sample: str, k: int, seed: int) -> np.ndarray:
     return AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(pcs)
 
 
+def smoothed_pca_gmm(slide_dir: Path, sample: str, k: int, seed: int) -> np.ndarray:
+    """The no-network floor: senca's own substitute view clustered directly, no training.
+
+    The slide's HVGs (z-scored where the platform's defaults scale genes), averaged over spot + graph
+    neighbours once (FLOOR_HOPS), PCA to the substitute's width, then the tied GMM (senca.clustering) on its
+    PCA 20, best of its seeded initialisations by likelihood: "ten lines of smoothing + a Gaussian mixture".
+    """
+    from senca.clustering import tied_gmm
+    from senca.io.artifacts import read_table
+    from senca.substitute import image_substitute
+    from senca.tiling import build_slide_graph
+    from senca.train import PLATFORM_TRAIN_DEFAULTS, TrainConfig, scale_genes
+
+    expr, _ = read_table(slide_dir / f"{sample}.expr.parquet", "expr")
+    graph, _ = read_table(slide_dir / f"{sample}.graph.parquet", "graph")
+    _, spots_meta = read_table(slide_dir / f"{sample}.spots.parquet", "spots")
+    how = PLATFORM_TRAIN_DEFAULTS.get(str(spots_meta.get("defaults_platform")), {}).get("gene_scale", "none")
+    X = scale_genes(np.ascontiguousarray(expr.drop(columns="spot_id").to_numpy(np.float32)), how)
+    edges = graph[graph["source"] != graph["target"]]
+    slide_graph = build_slide_graph(edges["source"].to_numpy(np.int64), edges["target"].to_numpy(np.int64), len(X))
+    view, _ = image_substitute(X, slide_graph, FLOOR_HOPS, TrainConfig().substitute_dim)
+    return tied_gmm(view, k, seed=seed).labels
+
+
 @dataclass(frozen=True)
 class Peer:
     name: str
@@ -317,7 +342,7 @@ class Peer:
     seeded: bool  # False: deterministic, computed once per slide
 
 
-PEERS = [Peer("PCA+Ward", pca_ward, seeded=False)]
+PEERS = [Peer("PCA+Ward", pca_ward, seeded=False), Peer("smoothed PCA + GMM", smoothed_pca_gmm, seeded=True)]
 
 
 def score_peer(peer: Peer, slide_dir: Path, sample: str, seed: int) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from senca.clustering import CLUSTER_METHODS, tied_gmm
 from senca.errors import SencaError
 from senca.evaluate import n_distinct_labels, score_clusters, valid_label_mask
 from senca.graph import median_spot_pitch
@@ -52,6 +53,9 @@ EXACT_WARD_MAX_SPOTS = 10_000
 AUTO_K_RANGE = (2, 15)
 SILHOUETTE_MAX_SPOTS = 4_000  # silhouette on a seeded sample above this (pairwise distances: 64 MB)
 UMAP_NEIGHBORS = 15
+# Flat clusters by platform (docs/method.md, "Clustering"): the paper's Ward for legacy ST, where the two tie;
+# the tied GMM for Visium, where it is more accurate on the same S. The Ward tree is kept either way.
+PLATFORM_CLUSTER_METHOD = {"st": "ward", "visium": "gmm"}
 MICRO_CLUSTERS = 1_000  # level 1 of Ward above EXACT_WARD_MAX_SPOTS (10^5 spots: 4 s, same ARI as constrained Ward)
 MICRO_BATCH = 4_096  # mini-batch k-means batch size
 UMAP_SPECTRAL_MAX_SPOTS = EXACT_WARD_MAX_SPOTS  # above: UMAP starts from PCA(2) of S
@@ -391,9 +395,21 @@ class ClusterResult:
     source: str = ""
 
 
+def resolve_method(method: str | None, spots_meta: dict[str, Any]) -> str:
+    """The flat clustering of S: ``--method``, else by platform (PLATFORM_CLUSTER_METHOD, docs/method.md)."""
+    if method is None:
+        return PLATFORM_CLUSTER_METHOD.get(str(spots_meta.get("defaults_platform")), "ward")
+    if method not in CLUSTER_METHODS:
+        raise SencaError(f"--method must be one of {', '.join(CLUSTER_METHODS)}, got {method!r}")
+    return method
+
+
 def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n_clusters: int | None = None,
-                  image: str | Path | None = None, seed: int = 0) -> ClusterResult:
-    """Cluster one slide's S with Ward; build clusters table, figures and the final AnnData.
+                  image: str | Path | None = None, seed: int = 0, method: str | None = None) -> ClusterResult:
+    """Cluster one slide's S (tied GMM or Ward); build clusters table, figures and the final AnnData.
+
+    The Ward tree and its dendrogram are built either way (the paper's agglomerative view of S); with
+    ``method="gmm"`` the flat clusters come from the tied Gaussian mixture (senca.clustering).
 
     Reads ``{s}.embeddings.parquet``, ``{s}.spots.parquet``, the preprocess ``{s}.h5ad`` (and the
     H&E image, for figures and ``uns['spatial']`` only: pixels never change the clusters).
@@ -438,8 +454,16 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
         k, auto_scores = auto_n_clusters(tree, S, seed)
         log.info("n_clusters chosen automatically: k=%d (largest silhouette of S over k=%d..%d: %s)", k,
                  min(auto_scores), max(auto_scores), ", ".join(f"{kk}:{v:.3f}" for kk, v in auto_scores.items()))
-    log.info("%s: %d spots -> %d clusters (n_clusters from %s, Ward %s)", sample, n, k, source, tree.method)
-    assignment = cut_tree(tree, k)
+    method = resolve_method(method, spots_meta)
+    mixture = None
+    if method == "gmm":
+        mixture = tied_gmm(S, k, seed=seed)
+        assignment = mixture.labels
+    else:
+        assignment = cut_tree(tree, k)
+    log.info("%s: %d spots -> %d clusters (n_clusters from %s, %s)", sample, n, k, source,
+             f"tied GMM on PCA {mixture.n_pcs} of S, best of {mixture.n_init} inits by likelihood" if mixture
+             else f"Ward {tree.method}")
 
     run_umap(adata, S, seed)
 
@@ -465,6 +489,9 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
         if auto_scores else None,
         "cluster_sizes": sizes.tolist(),
         "ward": tree.method,
+        "method": method,
+        "gmm": {"n_pcs": mixture.n_pcs, "n_init": mixture.n_init, "log_likelihood": mixture.log_likelihood,
+                "bic": mixture.bic, "converged": mixture.converged} if mixture else None,
         "embedding_dim": int(S.shape[1]),
         "image": image_info,
         "platform": spots_meta.get("platform"),
@@ -476,7 +503,7 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
     }
     provenance = Provenance(
         "clusters", sample, "cluster",
-        params={"n_clusters": n_clusters, "image": image, "seed": seed, "method": "ward",
+        params={"n_clusters": n_clusters, "image": image, "seed": seed, "method": method,
                 "exact_ward_max_spots": EXACT_WARD_MAX_SPOTS, "umap_neighbors": UMAP_NEIGHBORS,
                 "micro_clusters": tree.n_micro},
         inputs={"embeddings": file_checksum(embeddings), "spots": file_checksum(spots), "h5ad": file_checksum(h5ad)},
@@ -491,8 +518,10 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
                                                     image_note),
         "umap.png": plots.plot_umap(adata.obsm["X_umap"], assignment, sample, label_arr, valid),
         "dendrogram.png": plots.plot_dendrogram(
-            tree.linkage(), node_clusters(tree, assignment, k), k, cut_height(tree, k), sample,
-            note="" if tree.method == "exact" else " (Ward over k-means micro-clusters of S)"),
+            tree.linkage(), node_clusters(tree, assignment if method == "ward" else cut_tree(tree, k), k),
+            k, cut_height(tree, k), sample,
+            note=("" if tree.method == "exact" else " (Ward over k-means micro-clusters of S)")
+            + ("" if method == "ward" else "; colours: the tree's own cut, the clusters are the GMM's")),
     }
     return ClusterResult(sample, clusters, provenance, adata, figures, k, source)
 

@@ -38,6 +38,10 @@ MIN_GENES = 10  # fewer genes passing the filter: refused (see _check_slide_size
 # ARI); 3,000 for Visium-like hexagonal grids, whose libraries keep layer markers far below the top 500
 # (DLPFC 151673: ARI 0.25 -> 0.32), as SpaGCN and GraphST also use.
 PLATFORM_N_HVG = {"st": 500, "visium": 3000}
+# HVG flavour by platform (docs/method.md, "Preprocess"): the paper's normalised dispersion ("seurat") for legacy
+# ST; Seurat v3's variance-stabilised ranking on the raw counts for Visium, as GraphST does (DLPFC: see method.md).
+PLATFORM_HVG_FLAVOR = {"st": "seurat", "visium": "seurat_v3"}
+HVG_FLAVORS = ("seurat", "seurat_v3")
 
 
 def defaults_platform(platform: str, xy: np.ndarray) -> str:
@@ -57,10 +61,11 @@ class PreprocessParams:
     n_hvg: int | None = None  # None: by platform (PLATFORM_N_HVG)
     min_gene_counts: int = 10
     k: int | None = None  # None: 4 for ST, 6 for Visium, detected for .h5ad
+    hvg_flavor: str | None = None  # None: by platform (PLATFORM_HVG_FLAVOR); "seurat" is the paper's
 
     def to_json(self) -> dict[str, Any]:
         return {"n_hvg": self.n_hvg, "min_gene_counts": self.min_gene_counts, "k": self.k,
-                "normalise_target_sum": NORMALISE_TARGET, "hvg_flavor": "seurat (normalised dispersion)"}
+                "normalise_target_sum": NORMALISE_TARGET, "hvg_flavor": self.hvg_flavor}
 
 
 @dataclass
@@ -137,10 +142,11 @@ def preprocess_slide(raw: RawSlide, params: PreprocessParams, n_clusters: int | 
     n_hvg = min(wanted, adata.n_vars)
     if n_hvg < wanted:
         log.warning("%s: only %d genes pass the filter; using all as HVGs (asked for %d)", raw.sample, n_hvg, wanted)
+    flavor = params.hvg_flavor or PLATFORM_HVG_FLAVOR[platform_defaults]
     if n_hvg == adata.n_vars:
         adata.var["highly_variable"] = True
     else:
-        sc.pp.highly_variable_genes(adata, flavor="seurat", n_top_genes=n_hvg, subset=False)
+        flavor = select_hvgs(adata, flavor, n_hvg, raw.inputs.get("data"))
     hvg = adata.var_names[adata.var["highly_variable"].to_numpy()]
     graph = knn_edges(xy, k)
 
@@ -177,11 +183,38 @@ def preprocess_slide(raw: RawSlide, params: PreprocessParams, n_clusters: int | 
         "n_genes_in": n_genes_in,
         "n_genes_kept": int(adata.n_vars),
         "n_hvg": len(hvg),
+        "hvg_flavor": flavor,
         "n_labelled": int(labels.notna().sum()),
     }
     log.info("%s: %d spots, %d/%d genes kept, %d HVGs, k=%d, %s image, %d labelled",
              raw.sample, len(spot_ids), adata.n_vars, n_genes_in, len(hvg), k, image["source"], extra["n_labelled"])
     return PreprocessResult(raw.sample, spots, list(map(str, hvg)), hvg_matrix, graph, adata, extra, raw.image.array)
+
+
+def select_hvgs(adata: Any, flavor: str, n_hvg: int, data: Path | None) -> str:
+    """Mark ``n_hvg`` highly variable genes in ``adata.var`` by Scanpy's ``flavor``; return the flavour used.
+
+    ``seurat`` ranks normalised dispersion of the log-normalised values (paper 3.1); ``seurat_v3`` ranks the
+    variance of the raw counts after a mean-variance loess fit (the ``counts`` layer), which keeps the
+    low-mean layer markers of Visium slides (needs scikit-misc, a senca dependency).
+    """
+    import scanpy as sc
+
+    if flavor not in HVG_FLAVORS:
+        raise SencaError(f"--hvg-flavor must be one of {', '.join(HVG_FLAVORS)}, got {flavor!r}")
+    if flavor == "seurat":
+        sc.pp.highly_variable_genes(adata, flavor="seurat", n_top_genes=n_hvg, subset=False)
+        return flavor
+    try:
+        sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=n_hvg, layer="counts", subset=False)
+        return flavor
+    except ImportError as exc:
+        raise SencaError(f"HVG flavour seurat_v3 needs scikit-misc ({exc}); pip install scikit-misc, "
+                         "or pass --hvg-flavor seurat", data) from None
+    except ValueError as exc:  # the loess fit fails on degenerate panels (e.g. a handful of genes)
+        log.warning("seurat_v3 HVG selection failed (%s); falling back to seurat (normalised dispersion)", exc)
+        sc.pp.highly_variable_genes(adata, flavor="seurat", n_top_genes=n_hvg, subset=False)
+        return "seurat"
 
 
 def output_paths(outdir: Path, sample: str) -> dict[str, Path]:

@@ -48,13 +48,15 @@ from senca.model.losses import (
 )
 from senca.model.senca import ModelConfig, SencaModel, SencaOutput
 from senca.progress import progress
+from senca.substitute import image_substitute, neighbourhood_smooth, pca  # noqa: F401 (re-exported)
 from senca.tiling import SlideGraph, Tile, build_slide_graph, cell_batches, make_tile, spatial_tiles
 
 log = logging.getLogger("senca")
 
 INFERENCE_TILE_SPOTS = 4096  # eval needs no gradients: bigger tiles, same bounded memory
-SMOOTH_BLOCK_VALUES = 1 << 24  # image-less view: gathered neighbour values per block (64 MiB float32)
-PCA_BLOCK_VALUES = 1 << 25  # image-less view: PCA row blocks (256 MiB float64; 11,184 spots x 3,000 HVGs)
+GENE_SCALES = ("none", "zscore")
+# train-senca defaults that depend on the platform (preprocess records it as defaults_platform): docs/method.md
+PLATFORM_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {"st": {"gene_scale": "none"}, "visium": {"gene_scale": "zscore"}}
 LOG_COLUMNS = ["epoch", "step", "loss", "nt_xent_pooled", "nt_xent_window", "nt_xent_spot", "mse",
                "embedding_var", "encoder_input_var", "n_spots", "n_cells", "lr"]
 
@@ -91,6 +93,7 @@ class TrainConfig:
     mask_overlapping: bool = True  # windows sharing spots are not negatives of each other
     substitute_hops: int = 2    # image-less slides: neighbourhood averaging steps
     substitute_dim: int = 32    # image-less slides: PCA width of the substitute view (docs/method.md)
+    gene_scale: str = "none"    # "zscore": each HVG centred and scaled to unit variance (Visium default, by platform)
 
     def validate(self) -> None:
         checks = [
@@ -105,9 +108,10 @@ class TrainConfig:
             (self.batch_spots >= 8, f"--batch-spots must be >= 8, got {self.batch_spots}"),
             (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
             (self.pool_pitches > 0, f"pool_pitches must be > 0, got {self.pool_pitches}"),
-            (self.reconstruct in ("branches", "encoder_input"), f"unknown reconstruct target {self.reconstruct!r}"),
+            (self.reconstruct in ("branches", "encoder_input", "views"), f"unknown reconstruct target {self.reconstruct!r}"),
             (self.batching in ("scattered", "compact"), f"unknown batching {self.batching!r}"),
             (self.substitute_hops >= 0 and self.substitute_dim >= 1, "substitute_hops >= 0 and substitute_dim >= 1"),
+            (self.gene_scale in GENE_SCALES, f"--gene-scale must be one of {', '.join(GENE_SCALES)}, got {self.gene_scale!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -123,6 +127,22 @@ class TrainResult:
 
 
 # ----------------------------------------------------------------------------- inputs
+def scale_genes(expr: np.ndarray, how: str) -> np.ndarray:
+    """Per-gene z-score of the HVG matrix, in place (``how="zscore"``), as scanpy's ``pp.scale``.
+
+    Why: on Visium the layer markers are low-mean genes whose log-expression variance is small; without
+    scaling the few high-variance genes dominate every distance (DLPFC: docs/method.md). Genes with zero
+    variance are left centred (divided by 1). Float64 column statistics; the matrix itself stays float32.
+    """
+    if how == "none":
+        return expr
+    mean = expr.mean(axis=0, dtype=np.float64)
+    sd = expr.std(axis=0, dtype=np.float64)
+    expr -= mean.astype(np.float32)
+    expr /= np.where(sd > 0, sd, 1.0).astype(np.float32)
+    return expr
+
+
 def select_k(coords: np.ndarray, source: np.ndarray, target: np.ndarray, distance: np.ndarray,
              k: int | None) -> tuple[np.ndarray, np.ndarray, int]:
     """The kNN edges to train on: the given graph, or each spot's ``k`` nearest (``--k``).
@@ -142,77 +162,6 @@ def select_k(coords: np.ndarray, source: np.ndarray, target: np.ndarray, distanc
         return source[keep], target[keep], k
     edges = knn_edges(coords, k)
     return edges["source"].to_numpy(), edges["target"].to_numpy(), k
-
-
-def neighbourhood_smooth(x: torch.Tensor, graph: SlideGraph, hops: int,
-                         block_values: int = SMOOTH_BLOCK_VALUES) -> torch.Tensor:
-    """Average ``x`` over each spot and its graph neighbours, ``hops`` times (sparse, O(N k)).
-
-    Spots are smoothed in blocks of consecutive ids: the attention edges are sorted by target, so a
-    block's edges are one slice, and only its gathered neighbour rows (about ``block_values`` values)
-    exist at a time instead of (edges x genes) for the whole slide (3 x 10^5 spots x 1,000 HVGs with
-    k = 6: ~10 GB). Every spot sums its neighbours in the same order as a single pass: the same numbers.
-    """
-    edges = graph.attention_edges
-    rows = graph.rows(edges)
-    if rows.order is not None or x.shape[0] == 0:  # not sorted by target: one pass
-        for _ in range(hops):
-            x = window_mean(x, edges, graph.num_nodes)
-        return x
-    degree = max(1, -(-edges.shape[1] // graph.num_nodes))
-    step = max(1, block_values // (degree * max(x.shape[1], 1)))
-    for _ in range(hops):
-        out = torch.empty_like(x)
-        for start in range(0, graph.num_nodes, step):
-            stop = min(start + step, graph.num_nodes)
-            block = edges[:, int(rows.indptr[start]):int(rows.indptr[stop])]
-            local = torch.stack([block[0], block[1] - start])
-            out[start:stop] = window_mean(x, local, stop - start)
-        x = out
-    return x
-
-
-def pca(x: np.ndarray, n_components: int, block_values: int = PCA_BLOCK_VALUES) -> np.ndarray:
-    """Deterministic PCA scores (covariance eigendecomposition, signs fixed): (N, n_components).
-
-    Float64 work is done in row blocks of about ``block_values`` values (the mean and the covariance
-    accumulated block by block), so memory is O(block + genes^2) rather than two float64 copies of
-    ``x``. A matrix that fits one block (every Visium slide at 3,000 HVGs) gets the numbers of a
-    single whole-matrix pass, bit for bit.
-    """
-    n, width = x.shape
-    step = max(1, block_values // max(width, 1))
-    blocks = [slice(start, min(start + step, n)) for start in range(0, n, step)]
-    mean = np.zeros(width)
-    for rows in blocks:
-        mean += np.asarray(x[rows], dtype=np.float64).sum(axis=0)
-    mean /= n
-    n_components = min(n_components, width, max(n - 1, 1))
-    covariance = np.zeros((width, width))
-    for rows in blocks:
-        centred = np.asarray(x[rows], dtype=np.float64) - mean
-        covariance += centred.T @ centred
-    values, vectors = np.linalg.eigh(covariance)
-    vectors = vectors[:, np.argsort(values)[::-1][:n_components]]
-    signs = np.sign(vectors[np.argmax(np.abs(vectors), axis=0), np.arange(vectors.shape[1])])
-    scores = np.empty((n, n_components), dtype=np.float32)
-    for rows in blocks:
-        scores[rows] = (np.asarray(x[rows], dtype=np.float64) - mean) @ (vectors * signs)
-    return scores
-
-
-def image_substitute(expr: np.ndarray, graph: SlideGraph, hops: int, n_components: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """The image branch's input for a slide without H&E: a smoothed second view of the expression.
-
-    The HVG matrix averaged over each spot's neighbourhood ``hops`` times (a view at lower spatial
-    resolution, like a patch covering several spots), then PCA'd to ``n_components`` so the image
-    head's width does not depend on the gene panel. No pixels are invented.
-    """
-    smoothed = neighbourhood_smooth(torch.as_tensor(expr, dtype=torch.float32), graph, hops).numpy()
-    view = pca(smoothed, n_components) if n_components and n_components < smoothed.shape[1] else smoothed
-    info = {"kind": "expression_neighbourhood_mean", "hops": hops, "pca_components": int(view.shape[1]),
-            "description": f"HVG expression averaged over spot + graph neighbours, {hops} times, PCA to {view.shape[1]}"}
-    return view.astype(np.float32), info
 
 
 # ----------------------------------------------------------------------------- determinism
@@ -345,7 +294,10 @@ def train_senca(expr: np.ndarray, coords: np.ndarray, source: np.ndarray, target
     """
     config = config or TrainConfig()
     config.validate()
+    given = expr
     expr = np.ascontiguousarray(expr, dtype=np.float32)
+    if config.gene_scale != "none":  # scaled in place: never the caller's array
+        expr = scale_genes(expr.copy() if np.shares_memory(expr, given) else expr, config.gene_scale)
     coords = np.asarray(coords, dtype=np.float64)
     n = expr.shape[0]
     if coords.shape != (n, 2):
@@ -428,6 +380,7 @@ class TrainingInputs:
     image_features: np.ndarray | None
     checksums: dict[str, str]
     image_meta: dict[str, Any] = field(default_factory=dict)  # the patches' encoder provenance
+    defaults_platform: str | None = None  # whose defaults preprocess applied (st | visium)
 
 
 def read_training_inputs(spots: str | Path, expr: str | Path, graph: str | Path,
@@ -486,7 +439,7 @@ def read_training_inputs(spots: str | Path, expr: str | Path, graph: str | Path,
         checksums["patches"] = file_checksum(patches)
         image_meta = {k: patches_meta.get(k) for k in ("params", "encoder", "weights") if k in patches_meta}
     return TrainingInputs(sample, spot_ids, matrix, coords, source[keep], target[keep], distance[keep], features,
-                          checksums, image_meta)
+                          checksums, image_meta, spots_meta.get("defaults_platform"))
 
 
 def _check_finite(matrix: np.ndarray, frame: pd.DataFrame, path: str | Path, block_values: int = 1 << 24) -> None:

@@ -19,11 +19,15 @@ from senca.commands.common import log, outdir_option, quiet_option, seed_option,
                    "labels, else the k in 2..15 with the largest silhouette of S].")
 @click.option("--image", type=click.Path(dir_okay=False), default=None,
               help="H&E image for the figures and uns['spatial'] [default: the one preprocess recorded].")
+@click.option("--method", type=click.Choice(["gmm", "ward"]), default=None,
+              help="Flat clusters: ward = the Ward tree's cut (paper), gmm = tied Gaussian mixture on PCA 20 of S, "
+                   "best of 10 inits by likelihood [default: ward for legacy ST, gmm for Visium]. The Ward tree "
+                   "and dendrogram are written either way.")
 @seed_option
 @outdir_option
 @quiet_option
 @user_errors
-def cluster(embeddings, spots, h5ad, n_clusters, image, seed, outdir, quiet):
+def cluster(embeddings, spots, h5ad, n_clusters, image, method, seed, outdir, quiet):
     """Cluster S with agglomerative (Ward) clustering and save the dendrogram.
 
     Writes {s}.clusters.parquet, {s}.dendrogram.png, {s}.clusters.png, {s}.umap.png and
@@ -32,7 +36,7 @@ def cluster(embeddings, spots, h5ad, n_clusters, image, seed, outdir, quiet):
     """
     setup_logging(quiet)
     result = cluster_slide(Path(embeddings), Path(spots), Path(h5ad), n_clusters=n_clusters,
-                           image=Path(image) if image else None, seed=seed)
+                           image=Path(image) if image else None, seed=seed, method=method)
     paths = write_cluster_outputs(result, Path(outdir))
     log.info("%s: %d clusters (%s); wrote %s", result.sample, result.n_clusters, result.source,
              ", ".join(p.name for p in paths.values()))

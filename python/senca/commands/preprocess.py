@@ -9,7 +9,7 @@ import click
 from senca.commands.common import log, outdir_option, quiet_option, setup_logging, user_errors
 from senca.errors import SencaError
 from senca.io.readers import read_slide
-from senca.io.samplesheet import SlideSpec, data_kind, read_samplesheet
+from senca.io.samplesheet import IMAGE_CHOICES, SlideSpec, data_kind, read_samplesheet, with_image_choice
 from senca.preprocess import PreprocessParams, preprocess_slide, write_preprocess
 
 
@@ -23,8 +23,15 @@ def _existing(path: str | None) -> Path | None:
 
 
 def slides_from_options(samplesheet: str | None, samples: tuple[str, ...], data: str | None, image: str | None,
-                        positions: str | None, labels: str | None, n_clusters: int | None) -> list[SlideSpec]:
-    """The slides to preprocess: a samplesheet's rows (optionally some of them) or one slide's files."""
+                        positions: str | None, labels: str | None, n_clusters: int | None,
+                        image_choice: str = "auto") -> list[SlideSpec]:
+    """The slides to preprocess: a samplesheet's rows (optionally some of them) or one slide's files.
+
+    ``--image`` may be a keyword (``hires``, ``lowres``, ``none``) as in the samplesheet's ``image``
+    column; ``--image-choice`` applies to every slide whose own ``image`` names no file or keyword.
+    """
+    if image is not None and image.strip().lower() in IMAGE_CHOICES:
+        image_choice, image = image.strip().lower(), None
     if samplesheet is not None:
         if data is not None:
             raise SencaError("give either --samplesheet or --data, not both")
@@ -35,10 +42,11 @@ def slides_from_options(samplesheet: str | None, samples: tuple[str, ...], data:
             if unknown:
                 raise SencaError(f"sample {unknown[0]!r} is not in the samplesheet", samplesheet)
             specs = [s for s in specs if s.sample in samples]
-        return specs
+        return [with_image_choice(s, image_choice) for s in specs]
     if data is None or len(samples) != 1:
         raise SencaError("give --samplesheet, or one --sample with its --data")
-    spec = SlideSpec(samples[0], _existing(data), _existing(image), _existing(positions), _existing(labels), n_clusters)
+    spec = SlideSpec(samples[0], _existing(data), _existing(image), _existing(positions), _existing(labels), n_clusters,
+                     image_choice)
     if data_kind(spec.data) == "st" and spec.positions is None:
         raise SencaError("a legacy ST counts table needs --positions (spot file with pixel_x/pixel_y)", spec.data)
     return [spec]
@@ -48,7 +56,11 @@ def slides_from_options(samplesheet: str | None, samples: tuple[str, ...], data:
 @click.option("--samplesheet", type=click.Path(dir_okay=False), help="Samplesheet CSV (every row, or those named by --sample).")
 @click.option("--sample", "samples", multiple=True, help="Sample id (with --data), or a samplesheet row to run (repeatable).")
 @click.option("--data", type=click.Path(), help="Space Ranger outs/ folder, .h5ad, or legacy-ST counts .tsv[.gz].")
-@click.option("--image", type=click.Path(), help="H&E image whose pixels the spot coordinates index (jpg/png/tif).")
+@click.option("--image", type=str, help="H&E image whose pixels the spot coordinates index (jpg/png/tif), or hires, "
+                                        "lowres, none (a Space Ranger / .h5ad slide's own image, or image-less).")
+@click.option("--image-choice", type=click.Choice(IMAGE_CHOICES), default="auto", show_default=True,
+              help="Which image a slide uses when its own --image / samplesheet cell does not say: auto (the best "
+                   "that passes image QC: full-res > hires > lowres > none), hires, lowres, or none.")
 @click.option("--positions", type=click.Path(), help="Legacy-ST spot file with x, y, pixel_x, pixel_y.")
 @click.option("--labels", type=click.Path(), help="Ground-truth labels (spot id or array x, y -> label).")
 @click.option("--n-clusters", type=click.IntRange(min=2), help="Number of regions expected (used by cluster).")
@@ -57,17 +69,21 @@ def slides_from_options(samplesheet: str | None, samples: tuple[str, ...], data:
                    "and hexagonal-grid .h5ad].")
 @click.option("--min-gene-counts", type=click.IntRange(min=0), default=10, show_default=True, help="Drop genes with fewer total counts.")
 @click.option("--k", type=click.IntRange(min=1), default=None, help="Neighbours per spot [default: 4 for ST, 6 for Visium].")
+@click.option("--hvg-flavor", type=click.Choice(["seurat", "seurat_v3"]), default=None,
+              help="HVG ranking: seurat = normalised dispersion (paper), seurat_v3 = variance of raw counts "
+                   "[default: seurat for legacy ST, seurat_v3 for Visium; docs/method.md].")
 @outdir_option
 @quiet_option
 @user_errors
-def preprocess(samplesheet, samples, data, image, positions, labels, n_clusters, n_hvg, min_gene_counts, k, outdir, quiet):
+def preprocess(samplesheet, samples, data, image, image_choice, positions, labels, n_clusters, n_hvg, min_gene_counts, k,
+               hvg_flavor, outdir, quiet):
     """Read a slide, filter and normalise genes, select HVGs, and build the spatial kNN graph.
 
     Writes {s}.spots.parquet, {s}.expr.parquet, {s}.graph.parquet and {s}.h5ad into --outdir.
     """
     setup_logging(quiet)
-    specs = slides_from_options(samplesheet, samples, data, image, positions, labels, n_clusters)
-    params = PreprocessParams(n_hvg=n_hvg, min_gene_counts=min_gene_counts, k=k)
+    specs = slides_from_options(samplesheet, samples, data, image, positions, labels, n_clusters, image_choice)
+    params = PreprocessParams(n_hvg=n_hvg, min_gene_counts=min_gene_counts, k=k, hvg_flavor=hvg_flavor)
     for spec in specs:  # read and check every slide's inputs first would double the I/O; fail per slide
         raw = read_slide(spec)
         result = preprocess_slide(raw, params, spec.n_clusters)

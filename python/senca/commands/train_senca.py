@@ -60,6 +60,9 @@ _DEFAULTS = _Defaults
 @click.option("--batch-spots", type=int, default=_DEFAULTS.batch_spots, show_default=True,
               help="Most spots per mini-batch (whole spatial cells from across the slide, plus their halo); "
                    "bounds memory whatever the slide size.")
+@click.option("--gene-scale", type=click.Choice(["none", "zscore"]), default=None,
+              help="Per-gene z-score of the HVGs before training [default: none for legacy ST (paper), zscore for "
+                   "Visium; docs/method.md].")
 @seed_option
 @device_option
 @outdir_option
@@ -67,7 +70,7 @@ _DEFAULTS = _Defaults
 @user_errors
 def train_senca(spots_path: Path, expr_path: Path, graph_path: Path, patches_path: Path | None, epochs: int, lr: float,
                 lambda_mse: float, temperature: float, hidden_dim: int, rna_dim: int, shared_dim: int, combine: str,
-                k: int | None, no_cross_attention: bool, no_hierarchical: bool, batch_spots: int, seed: int,
+                k: int | None, no_cross_attention: bool, no_hierarchical: bool, batch_spots: int, gene_scale: str | None, seed: int,
                 device: str, outdir: str, quiet: bool) -> None:
     """Train the SENCA-st model on one slide, without labels.
 
@@ -75,15 +78,16 @@ def train_senca(spots_path: Path, expr_path: Path, graph_path: Path, patches_pat
     (the shared embedding S per spot) and {s}.train_log.parquet (every loss term per step).
     """
     setup_logging(quiet)
-    from senca.train import TrainConfig, read_training_inputs, write_training_outputs
+    from senca.train import PLATFORM_TRAIN_DEFAULTS, TrainConfig, read_training_inputs, write_training_outputs
     from senca.train import train_senca as run_training
 
-    config = TrainConfig(epochs=epochs, lr=lr, lambda_mse=lambda_mse, temperature=temperature, hidden_dim=hidden_dim,
+    inputs = read_training_inputs(spots_path, expr_path, graph_path, patches_path)
+    platform = PLATFORM_TRAIN_DEFAULTS.get(str(inputs.defaults_platform), PLATFORM_TRAIN_DEFAULTS["st"])
+    config = TrainConfig(gene_scale=gene_scale or platform["gene_scale"], epochs=epochs, lr=lr, lambda_mse=lambda_mse, temperature=temperature, hidden_dim=hidden_dim,
                          rna_dim=rna_dim, shared_dim=shared_dim, combine=combine, k=k,
                          cross_attention=not no_cross_attention, hierarchical=not no_hierarchical,
                          batch_spots=batch_spots, seed=seed, device=device)
     config.validate()
-    inputs = read_training_inputs(spots_path, expr_path, graph_path, patches_path)
     if inputs.image_features is None:
         log.warning("%s: no --patches: image-less slide (image: none); the image branch gets the expression averaged "
                     "over each spot's neighbourhood (%d hops, PCA to %d) instead of H&E features",

@@ -24,7 +24,7 @@ from senca.model.cross_attention import NeighbourhoodCrossAttention
 from senca.model.graph_transformer import GraphTransformer
 
 COMBINE = ("concat", "sum")
-RECONSTRUCT = ("branches", "encoder_input")
+RECONSTRUCT = ("branches", "encoder_input", "views")
 STANDARDISATION_BLOCK_VALUES = 1 << 23  # values per row block when fitting ImageHead's standardisation
 
 
@@ -43,7 +43,8 @@ class ModelConfig:
     heads: int = 4
     normalise_encoder_input: bool = True  # LayerNorm (no affine) on E: its scale can neither collapse nor explode
     detach_branches: bool = True  # the MSE trains the shared encoder only; NT-Xent alone shapes H and R
-    reconstruct: str = "branches"  # MSE target: "branches" = spot i's own [R_i, H_i]; "encoder_input" = E_i
+    reconstruct: str = "branches"  # MSE target: "branches" = spot i's own [R_i, H_i]; "encoder_input" = E_i;
+    # "views" = [R_i, the image branch's standardised input of spot i] (features the network cannot move)
 
     def __post_init__(self) -> None:
         if self.combine not in COMBINE:
@@ -108,8 +109,12 @@ class ImageHead(nn.Module):
         self.feature_mean.copy_(mean.to(self.feature_mean.dtype))
         self.feature_scale.copy_(torch.clamp(scale, min=1e-8).to(self.feature_scale.dtype))
 
+    def standardise(self, features: torch.Tensor) -> torch.Tensor:
+        """The FC's input: features centred and divided by the slide's one global scale."""
+        return (features - self.feature_mean) / self.feature_scale
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc((features - self.feature_mean) / self.feature_scale)
+        return self.fc(self.standardise(features))
 
 
 def _mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -128,7 +133,8 @@ class SencaModel(nn.Module):
         encoder_in = 2 * config.rna_dim if config.combine == "concat" else config.rna_dim
         self.input_norm = nn.LayerNorm(encoder_in, elementwise_affine=False) if config.normalise_encoder_input else nn.Identity()
         self.encoder = _mlp(encoder_in, config.rna_dim, config.shared_dim)
-        target_dim = 2 * config.rna_dim if config.reconstruct == "branches" else encoder_in
+        target_dim = {"branches": 2 * config.rna_dim, "encoder_input": encoder_in,
+                      "views": config.rna_dim + config.image_dim}[config.reconstruct]
         self.decoder = _mlp(config.shared_dim, config.rna_dim, target_dim)
 
     def forward(self, x: torch.Tensor, image_features: torch.Tensor, gcn_edges: torch.Tensor,
@@ -144,6 +150,9 @@ class SencaModel(nn.Module):
         if self.config.reconstruct == "branches":
             width = (self.config.rna_dim,)
             target = torch.cat([F.layer_norm(r.detach(), width), F.layer_norm(h.detach(), width)], dim=1)
+        elif self.config.reconstruct == "views":
+            width = (self.config.rna_dim,)
+            target = torch.cat([F.layer_norm(r.detach(), width), self.image_branch.standardise(image_features)], dim=1)
         else:
             target = e
         return SencaOutput(rna=r, image=h, encoder_input=e, shared=s, decoded=self.decoder(s), target=target)

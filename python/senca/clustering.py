@@ -1,0 +1,76 @@
+"""Flat clustering methods for S beside the paper's Ward tree (``senca.cluster`` keeps the tree either way).
+
+Why: the paper clusters S agglomeratively (Ward) for its dendrogram, but on Visium a tied-covariance
+Gaussian mixture (mclust's EEE model, what GraphST and STAGATE use) on the leading principal components
+of the same S finds layers more accurately (docs/method.md, "Clustering"). A mixture fit depends on its
+initialisation, so several seeded initialisations are fitted and the one with the highest likelihood is
+kept: chosen without labels, never by ARI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CLUSTER_METHODS = ("gmm", "ward")
+GMM_PCS = 20  # principal components of S the mixture is fitted on (GraphST's mclust input: PCA 20)
+GMM_INITS = 10  # seeded k-means initialisations; the best log-likelihood wins (k-means++ seeds alone stall in 3 EM steps)
+GMM_MAX_ITER = 300
+GMM_REG_COVAR = 1e-5
+
+
+@dataclass
+class MixtureFit:
+    """The chosen mixture: labels per spot and the label-free evidence it was chosen on."""
+
+    labels: np.ndarray          # (N,) int64 component per spot, 0..k-1
+    log_likelihood: float       # mean per-spot log-likelihood of the chosen fit
+    bic: float
+    n_pcs: int
+    n_init: int
+    converged: bool
+
+
+def principal_components(S: np.ndarray, n_pcs: int, seed: int = 0) -> np.ndarray:
+    """The leading ``n_pcs`` principal component scores of S (all of S's columns when it is narrower).
+
+    Randomized SVD (scikit-learn) with a fixed seed: O(N x d x n_pcs), deterministic, no d x d eigenproblem.
+    """
+    from sklearn.decomposition import PCA
+
+    S = np.asarray(S, dtype=np.float64)
+    width = min(n_pcs, S.shape[1], max(S.shape[0] - 1, 1))
+    if width >= S.shape[1]:
+        return S - S.mean(axis=0)
+    solver = "randomized" if S.shape[1] > 2 * width else "full"
+    return PCA(n_components=width, svd_solver=solver, random_state=seed).fit_transform(S)
+
+
+def tied_gmm(S: np.ndarray, k: int, seed: int = 0, n_init: int = GMM_INITS, n_pcs: int = GMM_PCS) -> MixtureFit:
+    """Fit a tied-covariance Gaussian mixture with ``k`` components to PCA(``n_pcs``) of S.
+
+    ``n_init`` initialisations drawn from ``seed`` are fitted; scikit-learn keeps the one with the highest
+    lower bound on the likelihood (label-free). Components are renumbered by decreasing size, so equal
+    partitions give equal label vectors.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    if k < 1 or k > len(S):
+        raise ValueError(f"k = {k} components for {len(S)} spots")
+    X = principal_components(S, n_pcs, seed)
+    model = GaussianMixture(n_components=k, covariance_type="tied", n_init=n_init, max_iter=GMM_MAX_ITER,
+                            reg_covar=GMM_REG_COVAR, init_params="kmeans", random_state=seed)
+    labels = model.fit_predict(X)
+    return MixtureFit(relabel_by_size(labels), float(model.score(X)), float(model.bic(X)), X.shape[1], n_init,
+                      bool(model.converged_))
+
+
+def relabel_by_size(labels: np.ndarray) -> np.ndarray:
+    """Renumber labels 0..k-1 by decreasing cluster size (ties: by first appearance)."""
+    labels = np.asarray(labels)
+    values, first, counts = np.unique(labels, return_index=True, return_counts=True)
+    order = np.lexsort((first, -counts))
+    mapping = np.empty(values.max() + 1 if len(values) else 0, dtype=np.int64)
+    mapping[values[order]] = np.arange(len(values))
+    return mapping[labels]
