@@ -63,6 +63,10 @@ _DEFAULTS = _Defaults
 @click.option("--gene-scale", type=click.Choice(["none", "zscore"]), default=None,
               help="Per-gene z-score of the HVGs before training [default: none for legacy ST (paper), zscore for "
                    "Visium; docs/method.md].")
+@click.option("--reconstruct", type=click.Choice(["branches", "views", "encoder_input"]), default=None,
+              help="What D reconstructs from S: branches = spot i's [R_i, H_i]; views = [R_i, the image branch's "
+                   "standardised input] (keeps the substitute's / image's information in S); encoder_input = E "
+                   "(eq. 1 literally) [default: branches; docs/method.md].")
 @seed_option
 @device_option
 @outdir_option
@@ -70,8 +74,8 @@ _DEFAULTS = _Defaults
 @user_errors
 def train_senca(spots_path: Path, expr_path: Path, graph_path: Path, patches_path: Path | None, epochs: int, lr: float,
                 lambda_mse: float, temperature: float, hidden_dim: int, rna_dim: int, shared_dim: int, combine: str,
-                k: int | None, no_cross_attention: bool, no_hierarchical: bool, batch_spots: int, gene_scale: str | None, seed: int,
-                device: str, outdir: str, quiet: bool) -> None:
+                k: int | None, no_cross_attention: bool, no_hierarchical: bool, batch_spots: int, gene_scale: str | None,
+                reconstruct: str | None, seed: int, device: str, outdir: str, quiet: bool) -> None:
     """Train the SENCA-st model on one slide, without labels.
 
     Writes {s}.model.pt (state dict + config, loadable with weights_only=True), {s}.embeddings.parquet
@@ -83,7 +87,8 @@ def train_senca(spots_path: Path, expr_path: Path, graph_path: Path, patches_pat
 
     inputs = read_training_inputs(spots_path, expr_path, graph_path, patches_path)
     platform = PLATFORM_TRAIN_DEFAULTS.get(str(inputs.defaults_platform), PLATFORM_TRAIN_DEFAULTS["st"])
-    config = TrainConfig(gene_scale=gene_scale or platform["gene_scale"], epochs=epochs, lr=lr, lambda_mse=lambda_mse, temperature=temperature, hidden_dim=hidden_dim,
+    config = TrainConfig(gene_scale=gene_scale or platform["gene_scale"],
+                         reconstruct=reconstruct or platform["reconstruct"], epochs=epochs, lr=lr, lambda_mse=lambda_mse, temperature=temperature, hidden_dim=hidden_dim,
                          rna_dim=rna_dim, shared_dim=shared_dim, combine=combine, k=k,
                          cross_attention=not no_cross_attention, hierarchical=not no_hierarchical,
                          batch_spots=batch_spots, seed=seed, device=device)
