@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
+from test_cluster import cluster_args, rewrite_spots, slide  # noqa: F401 (the fixture)
 
 from senca.clustering import principal_components, relabel_by_size, tied_gmm
 from senca.io.artifacts import read_table
 
 from helpers import run_cli
-from test_cluster import cluster_args, rewrite_spots, slide  # noqa: F401 (the fixture)
 
 
 def anisotropic_blobs(seed: int = 0, n: int = 600, k: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +62,7 @@ def test_relabel_by_size():
 
 
 @pytest.mark.parametrize(("method", "platform"), [("gmm", None), ("ward", None), (None, "visium"), (None, "st")])
-def test_cluster_method_option_and_platform_default(slide, tmp_path, method, platform):
+def test_cluster_method_option_and_platform_default(slide, tmp_path, method, platform):  # noqa: F811 (fixture)
     spots = slide["spots"] if platform is None else rewrite_spots(slide["spots"], tmp_path / "syn.spots.parquet",
                                                                    defaults_platform=platform)
     args = cluster_args({**slide, "spots": spots}, tmp_path, *(["--method", method] if method else []))
