@@ -243,18 +243,30 @@ def _run_sheet(slide: SyntheticSlide, folder: Path, **replace: Path) -> Path:
     return write_samplesheet(folder / "samplesheet.csv", [copy])
 
 
-@pytest.mark.parametrize("case", ["truncated jpg", "truncated tif", "image of another slide"])
-def test_image_that_cannot_serve_the_spots_fails_in_embed_patches(case, slide, tmp_path):
-    """The header reads (preprocess succeeds), the pixels do not: ``senca run`` stops the slide at
-    embed-patches with one line naming the image (and spot), keeps preprocess's complete outputs and
-    writes nothing of embed-patches."""
+@pytest.mark.parametrize("case", ["truncated jpg", "truncated tif"])
+def test_truncated_image_fails_in_preprocess(case, slide, tmp_path):
+    """The header reads, the pixels do not: preprocess's image QC decodes the image (issue #18), so ``senca run``
+    stops the slide there with one line naming the image, before any stage's output is written."""
     if case == "truncated jpg":
         image, needles = _truncated(slide.image, tmp_path, "scan.jpg"), ["scan.jpg", "cannot decode image", "truncated"]
-    elif case == "truncated tif":
+    else:
         image, needles = _truncated(_as_tiff(slide, tmp_path), tmp_path, "half.tif"), ["half.tif", "cannot decode image"]
-    else:  # a smaller image (another slide's): most spot centres fall outside it
-        Image.open(slide.image).crop((0, 0, 150, 120)).save(tmp_path / "other.jpg")
-        image, needles = tmp_path / "other.jpg", ["other.jpg", "spot '", "lies outside this 150 x 120 image"]
+    sheet = _run_sheet(slide, tmp_path, image=image)
+    out = tmp_path / "results"
+    result = run_cli("run", "--samplesheet", sheet, "--outdir", out, "--encoder", "efficientnet-lite0", "--epochs", "1",
+                     "-q", expect=None)
+    line = one_error_line(result, "1 of 1 slide(s) failed: bad", "preprocess:", *needles, exit_code=1)
+    assert line.count("Error") == 1
+    assert slide_files(out / "bad") == set() and temporaries(out) == []
+    assert not (out / "summary").exists()
+
+
+def test_image_that_cannot_serve_the_spots_fails_in_embed_patches(slide, tmp_path):
+    """A smaller image (another slide's): most spot centres fall outside it. ``senca run`` stops the slide at
+    embed-patches with one line naming the image and a spot, keeps preprocess's complete outputs and writes
+    nothing of embed-patches."""
+    Image.open(slide.image).crop((0, 0, 150, 120)).save(tmp_path / "other.jpg")
+    image, needles = tmp_path / "other.jpg", ["other.jpg", "spot '", "lies outside this 150 x 120 image"]
     sheet = _run_sheet(slide, tmp_path, image=image)
     out = tmp_path / "results"
     result = run_cli("run", "--samplesheet", sheet, "--outdir", out, "--encoder", "efficientnet-lite0", "--epochs", "1",
@@ -374,3 +386,405 @@ def test_gzip_that_is_not_a_table(slide, tmp_path):
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     one_error_line(result, "counts.tsv.gz")
     assert_nothing_written(out)
+
+
+# ----------------------------------------------------------------------------- output folders, full disks
+def test_outdir_that_cannot_be_created(slide, tmp_path):
+    """An --outdir below a file: one line before any work, exit 2, for a stage and for ``senca run``."""
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("not a folder")
+    result = preprocess(slide, blocker / "out")
+    one_error_line(result, "--outdir", "cannot be created", "results.txt is a file")
+    sheet = _run_sheet(slide, tmp_path)
+    result = run_cli("run", "--samplesheet", sheet, "--outdir", blocker / "run", "--encoder", "efficientnet-lite0",
+                     expect=None)
+    one_error_line(result, "--outdir", "cannot be created", "results.txt is a file")
+
+
+def test_outdir_that_is_not_writable(slide, tmp_path, monkeypatch):
+    """A read-only folder is refused up front (one line, exit 2), not after the first stage's work.
+
+    Tests run as root in CI, where chmod does not stop writes: the probe write is made to fail as a
+    read-only mount would make it fail.
+    """
+    import errno
+    import tempfile
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        if Path(kwargs.get("dir") or "").resolve() == locked.resolve():
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr("senca.io.artifacts.tempfile.mkstemp", mkstemp)
+    result = preprocess(slide, locked)
+    one_error_line(result, str(locked), "--outdir", "not writable", "Read-only file system")
+    sheet = _run_sheet(slide, tmp_path)
+    result = run_cli("run", "--samplesheet", sheet, "--outdir", locked / "results", expect=None)
+    one_error_line(result, "--outdir", "cannot be created in", "Read-only file system")
+    assert list(locked.iterdir()) == []
+
+
+def test_disk_full_during_a_run_fails_that_slide_only(slide, tmp_path, monkeypatch):
+    """ENOSPC while one slide's artifact is half-written: one line naming the file, exit 1, the temporary
+    file removed, none of that stage's outputs left, and the other slide's finished outputs intact."""
+    import errno
+
+    import senca.io.artifacts as artifacts
+
+    second = make_synthetic_slide(tmp_path / "src2", sample="full", n_rows=8, n_cols=8, n_genes=60, n_regions=2,
+                                  seed=4)
+    sheet = write_samplesheet(tmp_path / "sheet.csv", [slide, second])
+    real_write = artifacts.pq.write_table
+
+    def write_table(table, where, **kwargs):
+        real_write(table, where, **kwargs)  # the bytes are on disk, then the disk is full
+        if ".full.graph.parquet." in str(where):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(artifacts.pq, "write_table", write_table)
+    out = tmp_path / "results"
+    result = run_cli("run", "--samplesheet", sheet, "--outdir", out, "--encoder", "efficientnet-lite0", "--epochs", "1",
+                     "-q", expect=None)
+    one_error_line(result, "1 of 2 slide(s) failed: full", "full.graph.parquet", "No space left on device",
+                   exit_code=1)
+    assert temporaries(out) == []
+    assert slide_files(out / "full") == set()  # preprocess failed half-way: none of its four files stays
+    assert {"bad.markers.parquet", "bad.senca.h5ad"} <= slide_files(out / "bad")
+    assert (out / "summary" / "report.html").exists()
+
+
+def test_disk_full_while_writing_an_h5ad(slide, tmp_path, monkeypatch):
+    """HDF5 meeting ENOSPC: one line, exit 1, no temporary file, no h5py tracebacks on stderr."""
+    import errno
+
+    def write_h5ad(self, filename, **kwargs):
+        Path(filename).write_bytes(b"\x89HDF half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", write_h5ad)
+    out = tmp_path / "out"
+    result = preprocess(slide, out)
+    one_error_line(result, "bad.h5ad", "No space left on device", "partial file was removed", exit_code=1)
+    assert temporaries(out) == [] and "bad.h5ad" not in slide_files(out)
+
+
+# ----------------------------------------------------------------------------- encoder weights, up front
+def test_missing_encoder_weights_fail_before_any_stage(slide, tmp_path, monkeypatch):
+    """The README's default (--encoder resnet50) on an offline machine: one short line before preprocess,
+    naming what is missing and the two ways out, printed once."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty torch home"))
+    sheet = _run_sheet(slide, tmp_path)
+    out = tmp_path / "results"
+    result = run_cli("run", "--samplesheet", sheet, "--outdir", out, expect=None)
+    line = one_error_line(result, "no ImageNet weights for --encoder resnet50", "--weights PATH",
+                          "--encoder efficientnet-lite0")
+    assert len(line) < 400 and result.stderr.count("no ImageNet weights") == 1
+    assert not out.exists()  # nothing ran, nothing was made
+    result = run_cli("run", "--samplesheet", sheet, "--outdir", out, "--weights", tmp_path / "absent.pth", expect=None)
+    one_error_line(result, "absent.pth", "--weights: weights file not found")
+
+
+def test_image_less_cohort_needs_no_encoder_weights(slide, tmp_path):
+    """Only slides that can reach embed-patches need the encoder: an image file, or a folder that carries one,
+    and not ``image: none``."""
+    from senca.io.samplesheet import read_samplesheet, with_image_choice
+    from senca.pipeline import may_use_image
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    without = read_samplesheet(_run_sheet(slide, tmp_path / "a", image=None))
+    with_image = read_samplesheet(_run_sheet(slide, tmp_path / "b"))
+    assert not any(may_use_image(s) for s in without)
+    assert all(may_use_image(s) for s in with_image)
+    assert not any(may_use_image(with_image_choice(s, "none")) for s in with_image)
+
+
+# ----------------------------------------------------------------------------- image QC, fallback, explicit choice
+@pytest.fixture(scope="module")
+def blank_hires_visium(tmp_path_factory) -> SyntheticSlide:
+    """A Space Ranger folder like the one in issue #18: an all-black tissue_hires_image.png beside a good lowres."""
+    s = make_synthetic_slide(tmp_path_factory.mktemp("blank_hires"), sample="vis", fmt="visium", n_rows=8, n_cols=8,
+                             n_genes=60, n_regions=2, seed=1)
+    spatial = s.data / "spatial"
+    hires = Image.open(spatial / "tissue_hires_image.png")
+    hires.resize((hires.width // 4, hires.height // 4)).save(spatial / "tissue_lowres_image.png")  # lowres_scalef = hires / 4
+    Image.new("RGB", hires.size, (0, 0, 0)).save(spatial / "tissue_hires_image.png")
+    return s
+
+
+def _image_meta(out: Path, sample: str = "vis") -> dict:
+    return read_table(out / f"{sample}.spots.parquet", "spots")[1]["image"]
+
+
+def test_blank_hires_falls_back_to_lowres_with_a_warning(blank_hires_visium, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("preprocess", "--sample", "vis", "--data", blank_hires_visium.data, "--outdir", out, expect=0)
+    warning = [line for line in result.stderr.splitlines() if "tissue_hires_image.png" in line]
+    assert len(warning) == 1 and "the image is constant" in warning[0] and "falling back to tissue_lowres_image.png" \
+        in warning[0], result.stderr
+    image = _image_meta(out)
+    assert image["source"] == "lowres" and image["path"].endswith("tissue_lowres_image.png")
+    assert image["rejected"][0]["source"] == "hires" and "constant" in image["rejected"][0]["problem"]
+    assert "rejected: hires" in image["reason"] and image["qc"]["ok"]
+
+
+def test_every_image_blank_runs_image_less_and_says_why(blank_hires_visium, tmp_path):
+    outs = tmp_path / "outs"
+    shutil.copytree(blank_hires_visium.data, outs)
+    lowres = Image.open(outs / "spatial" / "tissue_lowres_image.png")
+    Image.new("RGB", lowres.size, (255, 255, 255)).save(outs / "spatial" / "tissue_lowres_image.png")
+    out = tmp_path / "out"
+    result = run_cli("preprocess", "--sample", "vis", "--data", outs, "--outdir", out, expect=0)
+    assert "falling back to no image (the slide runs image-less)" in result.stderr
+    image = _image_meta(out)
+    assert image["path"] is None and image["source"] == "none"
+    assert image["reason"].startswith("every image failed QC") and len(image["rejected"]) == 2
+
+
+@pytest.mark.parametrize("choice", ["lowres", "spatial/tissue_lowres_image.png", "none", "hires"])
+def test_image_can_be_chosen_explicitly(choice, blank_hires_visium, tmp_path):
+    """``image`` = lowres / hires / none, or the folder's own PNG (resolved in its own frame, not full-res)."""
+    value = str(blank_hires_visium.data / choice) if "/" in choice else choice
+    out = tmp_path / "out"
+    result = run_cli("preprocess", "--sample", "vis", "--data", blank_hires_visium.data, "--image", value,
+                     "--outdir", out, expect=0)
+    image = _image_meta(out)
+    factors = json.loads((blank_hires_visium.data / "spatial" / "scalefactors_json.json").read_text())
+    if choice == "none":
+        assert image["source"] == "none" and image["path"] is None and image["choice"] == "none"
+    elif choice == "hires":  # asked for: used, but never silently
+        assert image["source"] == "hires" and "used anyway because image hires was chosen explicitly" in result.stderr
+        assert "although QC found" in image["reason"]
+    else:
+        assert image["source"] == "lowres" and image["scale"] == factors["tissue_lowres_scalef"]
+        spots, _ = read_table(out / "vis.spots.parquet", "spots")
+        assert spots["pixel_x"].max() < image["width"]  # in the lowres frame
+
+
+def test_image_choice_of_senca_run_and_the_samplesheet_keyword(blank_hires_visium, tmp_path):
+    """``--image-choice none`` runs a Visium folder image-less without copying it; the sheet's keyword wins."""
+    from senca.io.samplesheet import read_samplesheet, with_image_choice
+    from senca.pipeline import RunOptions, preprocess_call
+
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(f"sample,data,image\nvis,{blank_hires_visium.data},\nvis2,{blank_hires_visium.data},lowres\n",
+                     encoding="utf-8")
+    specs = read_samplesheet(sheet)
+    assert [s.image_choice for s in specs] == ["auto", "lowres"]
+    assert [with_image_choice(s, "none").image_choice for s in specs] == ["none", "lowres"]
+    call = preprocess_call(specs[0], tmp_path, RunOptions(image_choice="none"))
+    assert call.args[call.args.index("--image-choice") + 1] == "none"
+    out = tmp_path / "results"
+    result = run_cli("run", "--samplesheet", sheet, "--outdir", out, "--image-choice", "none", "--encoder",
+                     "efficientnet-lite0", "--epochs", "1", "-q", expect=None)
+    assert result.exit_code == 0, result.stderr
+    assert _image_meta(out / "vis")["source"] == "none" and _image_meta(out / "vis2", "vis2")["source"] == "lowres"
+
+
+def test_lowres_keyword_on_a_legacy_st_slide_is_a_sheet_error(slide, tmp_path):
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(f"sample,data,image,positions\nbad,{slide.data},lowres,{slide.positions}\n", encoding="utf-8")
+    result = run_cli("run", "--samplesheet", sheet, "--outdir", tmp_path / "results", expect=None)
+    one_error_line(result, "sheet.csv", "row 2, image: 'lowres' names a Space Ranger image")
+
+
+def test_blank_image_of_a_legacy_st_slide_falls_back_to_image_less(slide, tmp_path):
+    blank = tmp_path / "blank.jpg"
+    Image.new("RGB", Image.open(slide.image).size, (0, 0, 0)).save(blank)
+    out = tmp_path / "out"
+    result = preprocess(slide, out, quiet=False, image=blank)
+    assert result.exit_code == 0 and "blank.jpg: the image is constant" in result.stderr
+    image = read_table(out / "bad.spots.parquet", "spots")[1]["image"]
+    assert image["path"] is None and "every image failed QC" in image["reason"]
+
+
+# ----------------------------------------------------------------------------- numbers that would lie
+def _clusters_file(path: Path, sample: str, labels: list) -> Path:
+    n = len(labels)
+    frame = pd.DataFrame({"spot_id": [f"s{i}" for i in range(n)], "cluster": np.arange(n, dtype=np.int32) % 3,
+                          "label": pd.array(labels, dtype="string"), "pixel_x": np.arange(n, dtype=float),
+                          "pixel_y": np.zeros(n)})
+    prov = Provenance("clusters", sample, "cluster", extra={"n_clusters": 3, "n_clusters_source": "auto",
+                                                            "image": {"path": None, "source": "none"}})
+    return write_table(frame, path, prov)
+
+
+def test_a_label_file_covering_one_spot_scores_nothing(tmp_path):
+    """One labelled spot gives ARI = NMI = 1.0 by arithmetic: reported n/a with the reason, out of the mean."""
+    from senca.evaluate import MIN_LABELLED_FRACTION
+
+    sparse = _clusters_file(tmp_path / "sparse.clusters.parquet", "sparse", ["tumour"] + [None] * 59)
+    few = _clusters_file(tmp_path / "few.clusters.parquet", "few", ["a", "b"] * 2 + [None] * 56)  # 4 of 60 < 10%
+    dense = _clusters_file(tmp_path / "dense.clusters.parquet", "dense", ["a", "b", "c"] * 20)
+    out = tmp_path / "summary"
+    result = run_cli("evaluate", sparse, few, dense, "--outdir", out, expect=0)
+    assert "sparse: ARI/NMI not reported (n/a): too few labels: 1 of 60 spots labelled" in result.stderr
+    summary = pd.read_csv(out / "summary.csv").set_index("sample")
+    assert summary.loc[["sparse", "few"], "ari"].isna().all() and summary.loc["dense", "ari"] == pytest.approx(1.0)
+    assert summary.loc["few", "status"].startswith("too few labels: 4 of 60") and MIN_LABELLED_FRACTION == 0.10
+    stats = json.loads((out / "summary.json").read_text())
+    assert stats["n_scored"] == 1 and stats["samples_scored"] == ["dense"]
+    report = (out / "report.html").read_text()
+    assert "n/a" in report and "left out of the mean" in report and "sparse, few" in report.replace("few, sparse",
+                                                                                                    "sparse, few")
+
+
+def _log_normalised(counts: pd.DataFrame) -> pd.DataFrame:
+    return np.log1p(counts.div(counts.sum(axis=1), axis=0) * 1e4)
+
+
+def test_non_integer_counts_are_refused(slide, counts, tmp_path):
+    data = write_counts(_log_normalised(counts), tmp_path / "lognorm.tsv.gz")
+    out = tmp_path / "out"
+    result = preprocess(slide, out, data=data)
+    first = next(spot for spot, row in _log_normalised(counts).iterrows() if (row % 1 != 0).any())
+    one_error_line(result, "lognorm.tsv.gz", "non-integer count at spot", repr(first), "--normalised")
+    assert_nothing_written(out)
+
+
+def test_non_integer_h5ad_without_a_counts_layer_is_refused(tmp_path):
+    s, adata = _h5ad_slide(tmp_path)
+    adata.X = np.log1p(adata.X.toarray().astype(np.float32))
+    broken = tmp_path / "lognorm.h5ad"
+    adata.write_h5ad(broken)
+    out = tmp_path / "out"
+    result = run_cli("preprocess", "--sample", "bad", "--data", broken, "--outdir", out, "-q", expect=None)
+    one_error_line(result, "lognorm.h5ad", "non-integer count at spot", "--normalised", "layers['counts']")
+    assert_nothing_written(out)
+
+
+def test_normalised_option_skips_normalisation_and_says_so(slide, counts, tmp_path):
+    """``--normalised``: non-integers accepted, normalisation skipped, recorded in the provenance (or, until
+    preprocess learns to skip it, refused rather than normalised twice)."""
+    data = write_counts(_log_normalised(counts), tmp_path / "lognorm.tsv.gz")
+    out = tmp_path / "out"
+    result = run_cli("preprocess", "--sample", "bad", "--data", data, "--positions", slide.positions, "--normalised",
+                     "--n-hvg", "50", "--outdir", out, "-q", expect=None)
+    if result.exit_code == 2 and "cannot skip normalisation yet" in result.stderr:
+        assert_nothing_written(out)
+        pytest.skip("senca.preprocess does not honour RawSlide.normalised yet (issue #18 patch pending)")
+    assert result.exit_code == 0, result.stderr
+    meta = read_table(out / "bad.spots.parquet", "spots")[1]
+    assert meta["normalised_input"] is True
+    expr, _ = read_table(out / "bad.expr.parquet", "expr")
+    lognorm = _log_normalised(counts).loc[expr["spot_id"], expr.columns[1:]]
+    assert np.allclose(expr.drop(columns="spot_id").to_numpy(), lognorm.to_numpy(), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- smaller things a user notices
+def test_scanpy_default_spatial_call_works_on_an_image_less_slide(preprocessed_imageless, tmp_path):
+    """``sc.pl.spatial(adata, color='senca_cluster')`` (no img_key) on an image-less slide's .senca.h5ad."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import scanpy as sc
+
+    out = preprocessed_imageless
+    spots, _ = read_table(out / "bad.spots.parquet", "spots")
+    emb = write_table(embedding_frame(spots["spot_id"], np.random.default_rng(0).normal(size=(len(spots), 8))),
+                      tmp_path / "bad.embeddings.parquet", Provenance("embeddings", "bad", "train-senca"))
+    result = run_cli("cluster", "--embeddings", emb, "--spots", out / "bad.spots.parquet", "--h5ad", out / "bad.h5ad",
+                     "--n-clusters", "2", "--outdir", tmp_path, "-q", expect=None)
+    assert result.exit_code == 0, result.stderr
+    adata = ad.read_h5ad(tmp_path / "bad.senca.h5ad")
+    library = adata.uns["spatial"]["bad"]
+    assert library["metadata"]["image"] == "none" and library["images"] == {"hires": None}  # no pixels invented
+    sc.pl.spatial(adata, color="senca_cluster", show=False)  # raised a bare StopIteration before
+    from senca.io.readers import read_h5ad_slide
+
+    assert read_h5ad_slide(tmp_path / "bad.senca.h5ad")[4].source == "none"  # read back: still image-less
+
+
+@pytest.fixture(scope="module")
+def preprocessed_imageless(slide, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bad_pre_imageless")
+    assert preprocess(slide, out, image=None).exit_code == 0
+    return out
+
+
+def test_positions_pointing_at_the_counts_table_lists_few_names(slide, tmp_path):
+    result = preprocess(slide, tmp_path / "out", positions=slide.data)
+    line = one_error_line(result, slide.data.name, "missing column 'x'", "more)")
+    assert len(line) < 400 and len(result.stderr) < 1000
+
+
+def test_positions_errors_count_rows_as_the_file_has_them(slide, tmp_path):
+    spots = pd.read_csv(slide.positions, sep="\t")
+    spots["pixel_x"] = spots["pixel_x"].astype(object)
+    spots.loc[3, "pixel_x"] = "abc"  # the 4th data row: line 5 of the file (the header is line 1)
+    broken = tmp_path / "spots.tsv"
+    spots.to_csv(broken, sep="\t", index=False)
+    assert broken.read_text().splitlines()[4].split("\t")[spots.columns.get_loc("pixel_x")] == "abc"
+    one_error_line(preprocess(slide, tmp_path / "out", positions=broken), "spots.tsv", "'abc'", "(row 5)")
+
+
+def test_n_clusters_above_the_spot_count_is_refused_before_training(slide, tmp_path):
+    result = run_cli("preprocess", "--sample", "bad", "--data", slide.data, "--positions", slide.positions,
+                     "--n-clusters", "100", "--outdir", tmp_path / "out", "-q", expect=None)
+    one_error_line(result, "n_clusters 100 is more than the slide's 64 spots")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_positions_of_another_slide_warn_loudly(slide, tmp_path):
+    from senca.io.readers import MAX_SILENT_DROP_FRACTION
+
+    spots = pd.read_csv(slide.positions, sep="\t")
+    keep = spots[spots["y"] <= 5]  # 40 of 64 spots: 38% dropped, as in issue #18
+    keep.to_csv(tmp_path / "other.tsv", sep="\t", index=False)
+    result = preprocess(slide, tmp_path / "out", quiet=True, positions=tmp_path / "other.tsv")  # -q keeps warnings
+    assert result.exit_code == 0, result.stderr
+    assert "24 of 64 spots (38%) have no position in other.tsv and are dropped" in result.stderr
+    assert MAX_SILENT_DROP_FRACTION < 24 / 64
+
+
+def test_parallel_workers_tag_their_log_lines(capsys):
+    import logging
+
+    from senca.commands.common import set_log_tag, setup_logging
+
+    set_log_tag("A1")
+    try:
+        setup_logging(False)
+        logging.getLogger("senca").info("preprocess done")
+    finally:
+        set_log_tag(None)
+        setup_logging(True)
+    assert "[senca A1] preprocess done" in capsys.readouterr().err
+
+
+def test_non_significant_genes_are_not_top_markers(tmp_path):
+    """A gene with adjusted p ~1 is flagged not significant and never listed as a top marker in the report."""
+    from senca.markers import markers_table, rank_markers
+    from senca.report import _top_markers
+
+    rng = np.random.default_rng(0)
+    clusters = np.repeat([0, 1], 30)
+    X = rng.poisson(3.0, size=(60, 12)).astype(np.float32)
+    X[clusters == 0, 0] += 20  # gene g0 marks cluster 0; the others are noise
+    adata = ad.AnnData(np.log1p(X), var=pd.DataFrame(index=[f"ENSG{i:011d}" for i in range(12)]))
+    tested, _ = rank_markers(adata, clusters)
+    table = markers_table(adata, tested)
+    assert table.loc[(table["cluster"] == "0") & (table["gene"] == "ENSG00000000000"), "significant"].item()
+    assert not table.loc[table["pval_adj"] >= 0.05, "significant"].any()
+    path = write_table(table, tmp_path / "m.markers.parquet",
+                       Provenance("markers", "m", "markers", params={"significance": 0.05},
+                                  extra={"gene_ids_only": True}))
+    html = _top_markers(path)
+    significant = set(table.loc[table["significant"], "gene"])
+    listed = {g for g in table["gene"] if g in html}
+    assert "ENSG00000000000" in listed and listed <= significant | {"ENSG00000000000"}
+    assert "Ensembl IDs" in html
+
+
+def test_image_less_figure_caption_does_not_claim_an_he(tmp_path):
+    from senca.report import IMAGELESS_CLUSTERS_CAPTION
+
+    clusters = _clusters_file(tmp_path / "nohe.clusters.parquet", "nohe", ["a", "b", "c"] * 20)
+    Image.new("RGB", (4, 4), (255, 255, 255)).save(tmp_path / "nohe.clusters.png")
+    run_cli("evaluate", clusters, "--outdir", tmp_path / "summary", expect=0)
+    report = (tmp_path / "summary" / "report.html").read_text()
+    assert IMAGELESS_CLUSTERS_CAPTION.split(",")[0] in report and "Clusters over the H&amp;E" not in report

@@ -289,7 +289,7 @@ def test_torch_hub_cache_is_used_never_downloaded(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: pytest.fail("tried to download"))
     name = torchvision_weights_name("resnet18")
     assert name == "resnet18-f37072fd.pth"
-    with pytest.raises(SencaError, match=r"--weights PATH.*TORCH_HOME.*efficientnet-lite0") as absent:
+    with pytest.raises(SencaError, match=r"--weights PATH.*--encoder efficientnet-lite0.*TORCH_HOME") as absent:
         load_encoder("resnet18")
     assert name in str(absent.value)
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"

@@ -60,7 +60,7 @@ def test_every_gene_ranked_for_every_cluster(planted):
     table = planted["table"]
     n_genes = ad.read_h5ad(planted["h5ad"], backed="r").n_vars
     assert list(table.columns) == ["cluster", "rank", "gene", "score", "logfoldchange", "pval", "pval_adj",
-                                   "pct_in", "pct_out"]
+                                   "pct_in", "pct_out", "significant"]
     assert len(table) == 3 * n_genes
     for _, group in table.groupby("cluster"):
         assert list(group["rank"]) == list(range(1, n_genes + 1))

@@ -75,6 +75,25 @@ def test_visium_defaults_to_six_neighbours(tmp_path):
     assert np.allclose(np.median(interior), meta["spot_pitch_px"], rtol=0.03)  # pixels rounded in full-res
 
 
+def test_hvg_flavour_follows_the_platform_and_the_option(tmp_path):
+    from senca.synthetic import make_synthetic_slide
+
+    s = make_synthetic_slide(tmp_path, sample="V", fmt="visium", n_rows=10, n_cols=10, n_genes=120)
+    run_cli("preprocess", "--sample", "V", "--data", s.data, "--n-hvg", "40", "--outdir", tmp_path / "v3", "-q")
+    run_cli("preprocess", "--sample", "V", "--data", s.data, "--n-hvg", "40", "--hvg-flavor", "seurat",
+            "--outdir", tmp_path / "paper", "-q")
+    v3, paper = read_meta(tmp_path / "v3" / "V.expr.parquet"), read_meta(tmp_path / "paper" / "V.expr.parquet")
+    assert v3["hvg_flavor"] == "seurat_v3" and v3["params"]["hvg_flavor"] is None  # by platform, recorded
+    assert paper["hvg_flavor"] == "seurat" and paper["params"]["hvg_flavor"] == "seurat"
+    genes_v3 = set(read_table(tmp_path / "v3" / "V.expr.parquet", "expr")[0].columns)
+    genes_paper = set(read_table(tmp_path / "paper" / "V.expr.parquet", "expr")[0].columns)
+    assert len(genes_v3) == len(genes_paper) == 41 and genes_v3 != genes_paper  # a different ranking
+
+
+def test_legacy_st_keeps_the_papers_hvg_flavour(synthetic_preprocessed):
+    assert read_meta(synthetic_preprocessed["expr"])["hvg_flavor"] == "seurat"
+
+
 # ----------------------------------------------------------------------------- real slides
 @pytest.mark.parametrize(("slide", "n_spots"), [("A1", 346), ("B1", 295)])
 def test_her2st_slides(shared_data, tmp_path, slide, n_spots):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -48,10 +50,17 @@ def test_tissue_positions_parquet_and_off_tissue_spots(tmp_path):
 
 
 def test_spaceranger_samplesheet_image_wins(tmp_path):
+    """A samplesheet image is the full-resolution H&E (scale 1.0); naming the folder's own hires PNG instead
+    chooses that PNG in its own frame (issue #18: it used to be taken for a full-resolution image)."""
+    import shutil
+
     slide = make_synthetic_slide(tmp_path, sample="V", fmt="visium", n_rows=6, n_cols=6, n_genes=40)
-    full = slide.data / "spatial" / "tissue_hires_image.png"
-    raw = read_slide(spec_of(slide, image=full))
+    hires = slide.data / "spatial" / "tissue_hires_image.png"
+    full = shutil.copy(hires, tmp_path / "fullres.png")
+    raw = read_slide(spec_of(slide, image=Path(full)))
     assert raw.image.source == "samplesheet" and raw.image.scale == 1.0
+    raw = read_slide(spec_of(slide, image=hires))
+    assert raw.image.source == "hires" and raw.image.scale == 0.5 and raw.image.choice == "hires"
 
 
 def test_h5ad_reader_and_embedded_image(tmp_path):

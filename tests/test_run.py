@@ -121,3 +121,37 @@ def test_bad_train_args_are_refused_up_front(cohort, tmp_path, train_args, messa
                      "--train-args", train_args, expect=2)
     assert message in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_paper_preset_passes_the_papers_settings_to_every_stage(tmp_path):
+    """`senca run --paper`: each stage gets the paper's value, through options that stage really has."""
+    from senca.cli import main
+    from senca.io.samplesheet import SlideSpec
+    from senca.pipeline import PAPER_ARGS, RunOptions, cluster_call, preprocess_call, train_call
+
+    spec = SlideSpec("s", tmp_path / "counts.tsv", positions=tmp_path / "pos.tsv")
+    paper, default = RunOptions(paper=True), RunOptions()
+    calls = {"preprocess": (preprocess_call(spec, tmp_path, paper), preprocess_call(spec, tmp_path, default)),
+             "train-senca": (train_call("s", tmp_path, paper, False), train_call("s", tmp_path, default, False)),
+             "cluster": (cluster_call("s", tmp_path, paper), cluster_call("s", tmp_path, default))}
+    for stage, (with_paper, without) in calls.items():
+        args = PAPER_ARGS[stage]
+        joined = " ".join(with_paper.args)
+        assert " ".join(args) in joined and " ".join(args) not in " ".join(without.args), stage
+        known = {opt for p in main.get_command(None, stage).params for opt in p.opts}
+        for name, value in zip(args[::2], args[1::2], strict=True):
+            assert name in known, (stage, name)
+            option = next(p for p in main.get_command(None, stage).params if name in p.opts)
+            assert value in option.type.choices, (stage, name, value)
+
+
+def test_progress_bars_of_a_parallel_worker_name_its_slide(monkeypatch, capsys):
+    from senca.commands.common import set_log_tag
+    from senca.progress import progress
+
+    set_log_tag("A1")
+    try:
+        list(progress(range(3), quiet=False, desc="train-senca", mininterval=0))
+    finally:
+        set_log_tag(None)
+    assert "A1: train-senca" in capsys.readouterr().err

@@ -271,3 +271,42 @@ def test_her2st_h1_beats_pca_of_the_same_hvgs(shared_data, tmp_path):
     senca = ari(embedding_matrix(emb))
     pca = ari(PCA(n_components=50, svd_solver="full").fit_transform(expr.drop(columns="spot_id").to_numpy()))
     assert senca > pca + 0.1, (senca, pca)
+
+
+def test_gene_scaling_is_a_per_gene_zscore_and_leaves_the_input_alone():
+    from senca.train import scale_genes
+
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2.0, size=(50, 6)).astype(np.float32)
+    x[:, 3] = 1.5  # a constant gene: centred, not divided by zero
+    scaled = scale_genes(x.copy(), "zscore")
+    assert np.allclose(scaled.mean(axis=0), 0, atol=1e-5)
+    assert np.allclose(np.delete(scaled.std(axis=0), 3), 1, atol=1e-4) and np.all(scaled[:, 3] == 0)
+    assert scale_genes(x, "none") is x
+
+
+def test_gene_scale_default_follows_the_platform(synthetic_preprocessed, tmp_path):
+    from test_cluster import rewrite_spots
+
+    visium = rewrite_spots(synthetic_preprocessed["spots"], tmp_path / "syn.spots.parquet", defaults_platform="visium")
+    prep = {**synthetic_preprocessed, "spots": visium}
+    for name, extra in (("visium", []), ("paper", ["--gene-scale", "none"])):
+        result = run([*base_args(prep), "--epochs", "1", "--outdir", tmp_path / name, "--quiet", *extra])
+        assert result.exit_code == 0, result.output
+    assert read_meta(tmp_path / "visium" / "syn.embeddings.parquet")["params"]["gene_scale"] == "zscore"
+    assert read_meta(tmp_path / "paper" / "syn.embeddings.parquet")["params"]["gene_scale"] == "none"
+    st = run([*base_args(synthetic_preprocessed), "--epochs", "1", "--outdir", tmp_path / "st", "--quiet"])
+    assert st.exit_code == 0 and read_meta(tmp_path / "st" / "syn.embeddings.parquet")["params"]["gene_scale"] == "none"
+
+
+def test_reconstruct_views_decodes_rna_and_the_image_input(synthetic_preprocessed, patches_file, tmp_path):
+    result = run([*base_args(synthetic_preprocessed), "--patches", patches_file, "--reconstruct", "views",
+                  "--epochs", "2", "--outdir", tmp_path, "--quiet"])
+    assert result.exit_code == 0, result.output
+    checkpoint = torch.load(tmp_path / "syn.model.pt", weights_only=True)
+    model = load_model(checkpoint)
+    assert model.config.reconstruct == "views"
+    assert model.decoder[-1].out_features == model.config.rna_dim + 32  # [R_i, standardised patch features]
+    log, _ = read_table(tmp_path / "syn.train_log.parquet", "train_log")
+    assert np.isfinite(log["mse"]).all() and log["mse"].iloc[-1] < log["mse"].iloc[0]
+    assert cluster_ari(tmp_path / "syn.embeddings.parquet", synthetic_preprocessed) > 0.5

@@ -36,6 +36,7 @@ from senca.patches import (
 log = logging.getLogger("senca")
 
 QC_MAX_SIDE = 1500
+MIN_FEATURE_SD = 1e-4  # patch features spread less than this across spots: a blank image (issue #18: sd <= 5e-7)
 MIN_INPUT_PX = 32  # ResNet / EfficientNet downsample 32-fold: smaller inputs leave no feature map to pool
 
 
@@ -148,6 +149,11 @@ def embed_patches(spots: pd.DataFrame, spots_meta: dict[str, Any], image_path: s
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                             pin_memory=torch_device.type == "cuda", persistent_workers=False)
         matrix, precision = encode_batches(loaded, loader, len(ids), torch_device, quiet, total=len(loader))
+    spread = float(matrix.std(axis=0).max()) if len(ids) > 1 else float("inf")
+    if spread < MIN_FEATURE_SD:  # preprocess's image QC should have caught it; never train on such features
+        raise SencaError(f"all {len(ids)} patches embed to the same features (largest sd across spots {spread:.1g}): "
+                         "the image shows nothing that tells the spots apart; rerun preprocess with --image-choice "
+                         "none (or another image)", info.path)
 
     metadata = {
         **loaded.metadata(),
@@ -157,6 +163,7 @@ def embed_patches(spots: pd.DataFrame, spots_meta: dict[str, Any], image_path: s
                   "padding": f"constant white ({FILL_WHITE}, {FILL_WHITE}, {FILL_WHITE}) outside the image",
                   "n_padded": padded},
         "image": {**info.to_json(), "source": (spots_meta.get("image") or {}).get("source")},
+        "feature_sd_max": spread,
         "device": str(torch_device), "precision": precision, "batch_size": batch_size, "workers": workers,
         "platform": spots_meta.get("platform"),
     }

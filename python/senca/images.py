@@ -220,3 +220,86 @@ def save_png(image: Image.Image, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG", optimize=False)
     return Path(path)
+
+
+# ----------------------------------------------------------------------------- image QC
+QC_MAX_SIDE = 1024
+"""Side of the thumbnail image QC looks at: enough to see tissue at spots, cheap for a 10^4 px slide."""
+QC_MIN_IMAGE_SD = 2.0
+"""Grey-level sd (0..255) below which a whole image is constant (a blank or masked-out export)."""
+QC_MIN_SPOT_SD = 1.0
+"""Grey-level sd across the spots' windows (and within them) below which the patches cannot differ."""
+QC_MIN_TISSUE_FRACTION = 0.2
+"""Fewer spots than this on tissue (not white glass, not black mask): the image is not this slide's H&E."""
+_GLASS_GREY, _GLASS_SATURATION, _MASK_GREY = 235.0, 12.0, 20.0
+
+
+@dataclass
+class ImageQC:
+    """What image QC found: ``ok`` and, when not, ``problem`` in words a user can act on."""
+
+    ok: bool
+    problem: str | None
+    metrics: dict[str, float]
+
+    def to_json(self) -> dict[str, object]:
+        return {"ok": self.ok, "problem": self.problem, **{k: round(float(v), 4) for k, v in self.metrics.items()}}
+
+
+def image_qc(pixels: np.ndarray, xy: np.ndarray, spot_pitch: float | None, full_size: tuple[int, int]) -> ImageQC:
+    """Judge whether an image can show the tissue at the spots, before any patch is embedded.
+
+    ``pixels``: the image (or a thumbnail of it) as (H, W, 3) uint8; ``xy``: spot centres in the
+    full image's pixel frame, whose (width, height) is ``full_size``; ``spot_pitch`` in the same frame.
+    Refused: a constant image (sd of grey < :data:`QC_MIN_IMAGE_SD`; Space Ranger has shipped all-black
+    hires PNGs), windows at the spots that are all alike (every patch would embed to the same
+    features), and spots mostly on glass or mask (< :data:`QC_MIN_TISSUE_FRACTION` on tissue: another
+    slide's image, or coordinates in another frame). Thresholds are loose on purpose: a faint but real
+    H&E passes; only an image that cannot tell spots apart fails.
+    """
+    rgb = np.asarray(pixels)
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[..., None], 3, axis=2)
+    rgb = rgb[..., :3].astype(np.float32)
+    grey = rgb.mean(axis=2)
+    saturation = rgb.max(axis=2) - rgb.min(axis=2)
+    image_sd = float(grey.std())
+    metrics = {"image_grey_mean": float(grey.mean()), "image_grey_sd": image_sd}
+    if image_sd < QC_MIN_IMAGE_SD:
+        return ImageQC(False, f"the image is constant (grey level {grey.mean():.0f} of 255 everywhere, sd "
+                              f"{image_sd:.2g})", metrics)
+    height, width = grey.shape
+    scale = width / max(full_size[0], 1)
+    points = np.asarray(xy, dtype=np.float64) * scale
+    finite = np.isfinite(points).all(axis=1)
+    inside = finite & (points[:, 0] >= 0) & (points[:, 1] >= 0) & (points[:, 0] < width) & (points[:, 1] < height)
+    metrics["spots_inside_fraction"] = float(inside.mean()) if len(points) else 0.0
+    if inside.mean() < 0.5:  # an image of another size: embed-patches names the first spot outside it
+        return ImageQC(True, None, metrics)
+    radius = max(1, int(round((spot_pitch or 0.0) * scale / 2)))
+    window_means, window_sds, on_tissue = [], [], []
+    for x, y in points[inside]:
+        x0, y0 = int(x), int(y)
+        g = grey[max(0, y0 - radius):y0 + radius + 1, max(0, x0 - radius):x0 + radius + 1]
+        s = saturation[max(0, y0 - radius):y0 + radius + 1, max(0, x0 - radius):x0 + radius + 1]
+        window_means.append(float(g.mean()))
+        window_sds.append(float(g.std()))
+        background = ((g > _GLASS_GREY) & (s < _GLASS_SATURATION)) | (g < _MASK_GREY)
+        on_tissue.append(float((~background).mean()) >= 0.5)
+    spot_sd = float(np.std(window_means))
+    within_sd = float(np.mean(window_sds))
+    tissue = float(np.mean(on_tissue))
+    metrics.update({"spot_grey_sd": spot_sd, "spot_window_sd": within_sd, "spots_on_tissue_fraction": tissue})
+    if spot_sd < QC_MIN_SPOT_SD and within_sd < QC_MIN_SPOT_SD:
+        return ImageQC(False, f"the image is uniform at the spots (grey sd {spot_sd:.2g} across spots, "
+                              f"{within_sd:.2g} within them): every patch would embed alike", metrics)
+    if tissue < QC_MIN_TISSUE_FRACTION:
+        return ImageQC(False, f"only {tissue:.0%} of spots lie on tissue (the rest on glass, mask or outside "
+                              "the image): another slide's image, or coordinates in another frame?", metrics)
+    return ImageQC(True, None, metrics)
+
+
+def qc_thumbnail(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
+    """A QC thumbnail of an image file and the file's full (width, height)."""
+    info = open_slide(path)
+    return np.asarray(slide_thumbnail(path, QC_MAX_SIDE).convert("RGB")), (info.width, info.height)

@@ -35,6 +35,10 @@ from senca.io.artifacts import (
 
 log = logging.getLogger("senca")
 
+SIGNIFICANCE = 0.05
+"""A marker is flagged ``significant`` when its BH-adjusted p is below this and it is up in the cluster:
+the rest of the ranked list is kept (users filter themselves) but never shown as a "top marker"."""
+ENSEMBL_ID = r"^ENS[A-Z]*G\d{6,}(\.\d+)?$"
 MAX_ROWS = 1_000_000  # above this, only the best genes per cluster are written (see markers_table)
 GROUP_KEY = "senca_cluster"
 
@@ -110,7 +114,14 @@ def markers_table(adata: Any, tested: list[str], max_rows: int = MAX_ROWS) -> pd
     out["gene"] = out["gene"].astype(str)
     for column in ("score", "logfoldchange", "pval", "pval_adj", "pct_in", "pct_out"):
         out[column] = out[column].astype(np.float64)
+    out["significant"] = (out["pval_adj"] < SIGNIFICANCE) & (out["logfoldchange"] > 0)
     return out
+
+
+def genes_are_ids_only(genes: pd.Series) -> bool:
+    """True when every gene name is an Ensembl ID (counts that carry no symbols, e.g. the DLPFC export)."""
+    names = pd.Series(genes, dtype=str)
+    return bool(len(names)) and bool(names.str.match(ENSEMBL_ID).all())
 
 
 def dot_plot(adata: Any, top_n: int, sample: str) -> Any:
@@ -147,16 +158,20 @@ def find_markers(clusters: str | Path, h5ad: str | Path, top_n: int = 10) -> Mar
     tested, skipped = rank_markers(adata, assignment.astype(np.int64))
     df = markers_table(adata, tested)
     for cluster in tested:
-        top = df[df["cluster"] == cluster].head(top_n)
+        top = df[(df["cluster"] == cluster) & df["significant"]].head(top_n)
         log.info("cluster %s (%d spots): %s", cluster, int((assignment == int(cluster)).sum()),
-                 ", ".join(f"{g} (padj {p:.1e})" for g, p in zip(top["gene"], top["pval_adj"], strict=True)))
+                 ", ".join(f"{g} (padj {p:.1e})" for g, p in zip(top["gene"], top["pval_adj"], strict=True))
+                 or f"no gene up with adjusted p < {SIGNIFICANCE}")
+    ids_only = genes_are_ids_only(pd.Series(adata.var_names))
+    if ids_only:
+        log.info("%s: gene names are Ensembl IDs only (the counts carry no gene symbols)", sample)
     provenance = Provenance(
         "markers", sample, "markers",
         params={"top_n": top_n, "method": "wilcoxon", "corr_method": "benjamini-hochberg", "reference": "rest",
-                "expression": "log1p-normalised X, all genes"},
+                "expression": "log1p-normalised X, all genes", "significance": SIGNIFICANCE},
         inputs={"clusters": file_checksum(clusters), "h5ad": h5ad_checksum},
         extra={"n_genes": int(adata.n_vars), "clusters_tested": tested, "clusters_skipped_single_spot": skipped,
-               "image": meta.get("image"), "n_clusters": meta.get("n_clusters")},
+               "image": meta.get("image"), "n_clusters": meta.get("n_clusters"), "gene_ids_only": ids_only},
     )
     return MarkersResult(sample, df, provenance, dot_plot(adata, top_n, sample), skipped)
 

@@ -18,18 +18,20 @@ after all its outputs are in place, so a killed run never leaves a stamp vouchin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from senca.errors import SencaError
-from senca.io.artifacts import atomic_path, file_checksum, read_meta
-from senca.io.samplesheet import SlideSpec, read_samplesheet
+from senca.errors import SencaError, os_error_reason, output_os_error
+from senca.io.artifacts import atomic_path, check_output_dir, file_checksum, read_meta
+from senca.io.samplesheet import SlideSpec, read_samplesheet, with_image_choice
 
 log = logging.getLogger("senca")
 
@@ -50,6 +52,15 @@ class RunOptions:
     quiet: bool = False
     torch_threads: int | None = None
     train_args: tuple[str, ...] = ()  # extra train-senca options (ablations), like a Nextflow module's ext.args
+    image_choice: str = "auto"  # --image-choice: for slides whose samplesheet image cell does not decide
+    normalised: bool = False  # --normalised: every slide's values are already log-normalised
+    tag_logs: bool = False  # prefix log lines with the slide (set for --jobs > 1 workers)
+    paper: bool = False  # --paper: the paper's literal settings on every platform (PAPER_ARGS)
+
+
+# `senca run --paper`: the paper's own choices where senca's platform defaults depart (docs/method.md)
+PAPER_ARGS = {"preprocess": ("--hvg-flavor", "seurat"), "train-senca": ("--gene-scale", "none", "--reconstruct", "branches"),
+              "cluster": ("--method", "ward")}
 
 
 # train-senca options that `senca run` sets itself: --train-args may not override them
@@ -100,9 +111,13 @@ def _flag(name: str, value: Any) -> list[str]:
 
 def preprocess_call(spec: SlideSpec, slide_dir: Path, opts: RunOptions) -> StageCall:
     s = spec.sample
-    args = ["--sample", s, "--data", str(spec.data), *_flag("--image", spec.image), *_flag("--positions", spec.positions),
+    spec = with_image_choice(spec, opts.image_choice)
+    choice = [] if spec.image_choice == "auto" else ["--image-choice", spec.image_choice]
+    args = ["--sample", s, "--data", str(spec.data), *_flag("--image", spec.image), *choice,
+            *_flag("--positions", spec.positions),
             *_flag("--labels", spec.labels), *_flag("--n-clusters", spec.n_clusters), *_flag("--k", opts.k),
-            *_flag("--n-hvg", opts.n_hvg)]
+            *_flag("--n-hvg", opts.n_hvg), *(["--normalised"] if opts.normalised else []),
+            *(PAPER_ARGS["preprocess"] if opts.paper else ())]
     inputs = [p for p in (spec.data, spec.image, spec.positions, spec.labels) if p is not None]
     outputs = [slide_dir / f"{s}.{kind}.parquet" for kind in ("spots", "expr", "graph")] + [slide_dir / f"{s}.h5ad"]
     return StageCall("preprocess", args, inputs, outputs)
@@ -123,14 +138,16 @@ def train_call(s: str, slide_dir: Path, opts: RunOptions, with_image: bool) -> S
         patches = slide_dir / f"{s}.patches.parquet"
         args += ["--patches", str(patches)]
         inputs.append(patches)
-    args += [*_flag("--epochs", opts.epochs), "--seed", str(opts.seed), "--device", opts.device, *opts.train_args]
+    args += [*_flag("--epochs", opts.epochs), "--seed", str(opts.seed), "--device", opts.device,
+             *(PAPER_ARGS["train-senca"] if opts.paper else ()), *opts.train_args]
     outputs = [slide_dir / f"{s}.model.pt", slide_dir / f"{s}.embeddings.parquet", slide_dir / f"{s}.train_log.parquet"]
     return StageCall("train-senca", args, inputs, outputs)
 
 
 def cluster_call(s: str, slide_dir: Path, opts: RunOptions) -> StageCall:
     embeddings, spots, h5ad = slide_dir / f"{s}.embeddings.parquet", slide_dir / f"{s}.spots.parquet", slide_dir / f"{s}.h5ad"
-    args = ["--embeddings", str(embeddings), "--spots", str(spots), "--h5ad", str(h5ad), "--seed", str(opts.seed)]
+    args = ["--embeddings", str(embeddings), "--spots", str(spots), "--h5ad", str(h5ad), "--seed", str(opts.seed),
+            *(PAPER_ARGS["cluster"] if opts.paper else ())]
     outputs = [slide_dir / f"{s}.{name}" for name in
                ("clusters.parquet", "dendrogram.png", "clusters.png", "umap.png", "senca.h5ad")]
     return StageCall("cluster", args, [embeddings, spots, h5ad], outputs)
@@ -211,7 +228,11 @@ def run_stage(call: StageCall, slide_dir: Path, resume: bool, quiet: bool) -> bo
     if resume and _stamp_matches(stamp, fingerprint, call):
         return False
     stamp.unlink(missing_ok=True)
-    invoke(call.stage, [*call.args, "--outdir", str(slide_dir), *(["--quiet"] if quiet else [])])
+    try:
+        invoke(call.stage, [*call.args, "--outdir", str(slide_dir), *(["--quiet"] if quiet else [])])
+    except BaseException:
+        _remove_outputs(call)  # a stage that failed half-way (e.g. the disk filled) leaves none of its set
+        raise
     outputs = _output_checksums(call)
     if outputs is None:
         missing = [p.name for p in call.outputs if not p.is_file()]
@@ -220,6 +241,14 @@ def run_stage(call: StageCall, slide_dir: Path, resume: bool, quiet: bool) -> bo
     with atomic_path(stamp) as tmp:
         tmp.write_text(json.dumps({**fingerprint, "outputs": outputs}, indent=1, sort_keys=True))
     return True
+
+
+def _remove_outputs(call: StageCall) -> None:
+    """Delete the outputs of a stage that did not finish: a set with some files missing is never left
+    for a user (or a standalone rerun) to mistake for results. Its stamp is already gone."""
+    for path in call.outputs:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
@@ -240,8 +269,10 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- one slide, a cohort
 def run_slide(spec: SlideSpec, outdir: Path, opts: RunOptions) -> SlideResult:
     """Every stage for one slide; errors are caught and reported in the result, not raised."""
-    from senca.commands.common import setup_logging
+    from senca.commands.common import set_log_tag, setup_logging
 
+    if opts.tag_logs:
+        set_log_tag(spec.sample)
     setup_logging(opts.quiet)
     if opts.torch_threads:
         import torch
@@ -269,6 +300,12 @@ def run_slide(spec: SlideSpec, outdir: Path, opts: RunOptions) -> SlideResult:
     except SencaError as exc:
         result.error = str(exc)
         log.error("%s: %s", spec.sample, exc)
+    except OSError as exc:  # a full disk met by a library's own write: this slide fails, the others go on
+        error = output_os_error(exc)
+        if error is None:
+            raise
+        result.error = str(error)
+        log.error("%s: %s", spec.sample, error)
     return result
 
 
@@ -281,22 +318,66 @@ def evaluate_cohort(outdir: Path, results: list[SlideResult], quiet: bool) -> No
     invoke("evaluate", [*clusters, "--outdir", str(outdir / "summary"), *(["--quiet"] if quiet else [])])
 
 
+def may_use_image(spec: SlideSpec) -> bool:
+    """Whether a slide may reach embed-patches (so ``senca run`` needs the encoder's weights up front):
+    an image file, or a Space Ranger folder / .h5ad that carries images, and not ``image: none``."""
+    if spec.image_choice == "none":
+        return False
+    if spec.image is not None:
+        return True
+    if spec.kind == "visium":
+        return any((spec.data / "spatial" / name).exists()
+                   for name in ("tissue_hires_image.png", "tissue_lowres_image.png"))
+    if spec.kind == "h5ad":
+        try:
+            import h5py
+
+            with h5py.File(spec.data, "r") as handle:
+                return "uns/spatial" in handle
+        except (OSError, ValueError):
+            return True  # unreadable here: preprocess will say why; assume it may carry an image
+    return False
+
+
 def run_samplesheet(samplesheet: str | Path, outdir: str | Path, opts: RunOptions, jobs: int = 1) -> list[SlideResult]:
     """Validate the whole sheet, run every slide (``jobs`` at a time), then evaluate the cohort."""
     specs = read_samplesheet(samplesheet)  # every bad row reported before any work starts
-    outdir = Path(outdir).resolve()
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = check_output_dir(outdir).resolve()  # a folder that cannot be written: one line, before any work
+    if any(may_use_image(with_image_choice(spec, opts.image_choice)) for spec in specs):
+        from senca.encoders import check_encoder_weights
+
+        check_encoder_weights(opts.encoder, opts.weights)  # one line now, not once per slide after preprocess
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SencaError(f"--outdir: cannot create the output folder ({os_error_reason(exc)})", outdir) from None
     jobs = max(1, min(jobs, len(specs)))
     results: list[SlideResult] = []
     if jobs == 1:
         results = [run_slide(spec, outdir, opts) for spec in specs]
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        worker_opts = RunOptions(**{**opts.__dict__, "torch_threads": opts.torch_threads or threads})
+        worker_opts = RunOptions(**{**opts.__dict__, "torch_threads": opts.torch_threads or threads, "tag_logs": True})
         context = multiprocessing.get_context("spawn")  # torch and fork do not mix
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
             futures = {pool.submit(run_slide, spec, outdir, worker_opts): spec.sample for spec in specs}
-            by_sample = {futures[f]: f.result() for f in as_completed(futures)}
+            by_sample = {futures[f]: _worker_result(f, futures[f]) for f in as_completed(futures)}
         results = [by_sample[spec.sample] for spec in specs]
-    evaluate_cohort(outdir, results, opts.quiet)
+    try:
+        evaluate_cohort(outdir, results, opts.quiet)
+    except SencaError as exc:  # e.g. no space left for the report: the slides' own outputs stay as they are
+        log.error("summary: %s", exc)
+        results.append(SlideResult(SUMMARY_RESULT, ok=False, error=str(exc)))
     return results
+
+
+SUMMARY_RESULT = "summary"  # the name of the cohort evaluation's entry among the results
+
+
+def _worker_result(future: Any, sample: str) -> SlideResult:
+    """A worker's result; a worker that died (killed, out of memory, a crash in native code) fails only its slide."""
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        return SlideResult(sample, ok=False, error=f"its worker process died ({exc or 'no reason given'}); "
+                                                   "rerun it with --jobs 1 to see why")

@@ -222,3 +222,24 @@ def placeholder_figure(text: str) -> Figure:
     ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
     ax.set_axis_off()
     return fig
+
+
+
+def ensure_scanpy_image_key(adata: Any, sample: str) -> bool:
+    """Let Scanpy's default ``sc.pl.spatial(adata, color=...)`` work on an image-less slide; True when changed.
+
+    Why: with ``img_key`` left at its default, Scanpy picks ``images['hires']`` or ``['lowres']`` and stops
+    with a bare ``StopIteration`` when there is neither, so the final ``.senca.h5ad`` of an image-less
+    slide failed the first call a user makes. An image-less slide gets ``images['hires'] = None``: the
+    key Scanpy looks for (with ``tissue_hires_scalef`` mapping ``obsm['spatial']`` into the plot) and
+    no pixels, so nothing can be taken for an H&E; ``metadata['image']`` already says ``none``.
+    """
+    library = (adata.uns.get("spatial") or {}).get(sample)
+    if library is None:
+        return False
+    images = library.setdefault("images", {})
+    if any(value is not None for value in images.values()) or "hires" in images:
+        return False
+    images["hires"] = None
+    library.setdefault("scalefactors", {}).setdefault("tissue_hires_scalef", 1.0)
+    return True

@@ -134,15 +134,19 @@ def preprocess_slide(raw: RawSlide, params: PreprocessParams, n_clusters: int | 
     k = params.k or default_k(raw.platform, xy)
     _check_slide_size(len(spot_ids), adata.n_vars, k, params, raw.inputs.get("data") or raw.inputs.get("matrix"))
     adata.layers["counts"] = adata.X.copy()
-    sc.pp.normalize_total(adata, target_sum=NORMALISE_TARGET)
-    sc.pp.log1p(adata)
+    if raw.normalised:  # --normalised: the values are log-normalised already; normalising again would lie
+        log.info("%s: values already normalised (--normalised): normalize_total and log1p skipped", raw.sample)
+    else:
+        sc.pp.normalize_total(adata, target_sum=NORMALISE_TARGET)
+        sc.pp.log1p(adata)
     adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
     platform_defaults = defaults_platform(raw.platform, xy)  # the grid test is a ball-tree query: once
     wanted = params.n_hvg or PLATFORM_N_HVG[platform_defaults]
     n_hvg = min(wanted, adata.n_vars)
     if n_hvg < wanted:
         log.warning("%s: only %d genes pass the filter; using all as HVGs (asked for %d)", raw.sample, n_hvg, wanted)
-    flavor = params.hvg_flavor or PLATFORM_HVG_FLAVOR[platform_defaults]
+    # seurat_v3 ranks raw counts: normalised input gets the paper's normalised dispersion unless asked otherwise
+    flavor = params.hvg_flavor or ("seurat" if raw.normalised else PLATFORM_HVG_FLAVOR[platform_defaults])
     if n_hvg == adata.n_vars:
         adata.var["highly_variable"] = True
     else:
@@ -185,6 +189,7 @@ def preprocess_slide(raw: RawSlide, params: PreprocessParams, n_clusters: int | 
         "n_hvg": len(hvg),
         "hvg_flavor": flavor,
         "n_labelled": int(labels.notna().sum()),
+        "normalised_input": bool(raw.normalised),
     }
     log.info("%s: %d spots, %d/%d genes kept, %d HVGs, k=%d, %s image, %d labelled",
              raw.sample, len(spot_ids), adata.n_vars, n_genes_in, len(hvg), k, image["source"], extra["n_labelled"])

@@ -37,6 +37,8 @@ FIGURES = [
     ("markers.png", "Top marker genes per cluster (Wilcoxon, cluster vs rest)"),
     ("patches_qc.png", "H&E patches around sample spots (embed-patches QC)"),
 ]
+IMAGELESS_CLUSTERS_CAPTION = ("Clusters at the spot positions, no H&E behind them (image-less slide; left) and the "
+                              "ground truth (right, when labelled)")
 TOP_MARKERS = 5
 
 _CSS = """
@@ -62,10 +64,10 @@ def _e(value: Any) -> str:
 
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
-        return "–"
+        return "n/a"
     if isinstance(value, float):
         if math.isnan(value):
-            return "–"
+            return "n/a"
         return f"{value:.{digits}f}"
     return str(value)
 
@@ -96,10 +98,14 @@ def _table(frame: pd.DataFrame, left: set[str], link_sample: bool = False) -> st
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _stats_block(stats: dict[str, Any]) -> str:
+def _stats_block(stats: dict[str, Any], summary: pd.DataFrame | None = None) -> str:
+    sparse = [] if summary is None else summary.loc[summary["status"].astype(str).str.startswith("too few labels"),
+                                                    "sample"].tolist()
+    note = (f'<p class="stat muted">Not scored (ARI/NMI n/a, left out of the mean): {_e(", ".join(sparse))}: too '
+            "few labelled spots or classes for a meaningful score (see the status column).</p>") if sparse else ""
     if not stats.get("n_scored"):
-        return '<p class="stat muted">No slide has ground-truth labels: nothing was scored.</p>'
-    return (f'<p class="stat">ARI over {stats["n_scored"]} labelled slide(s): mean <b>{_fmt(stats["ari_mean"])}</b>, '
+        return '<p class="stat muted">No slide has enough ground-truth labels: nothing was scored.</p>' + note
+    return note + (f'<p class="stat">ARI over {stats["n_scored"]} labelled slide(s): mean <b>{_fmt(stats["ari_mean"])}</b>, '
             f'median <b>{_fmt(stats["ari_median"])}</b>. NMI: mean <b>{_fmt(stats["nmi_mean"])}</b>, '
             f'median <b>{_fmt(stats["nmi_median"])}</b>.</p>')
 
@@ -111,15 +117,27 @@ def _top_markers(path: Path) -> str:
     except SencaError as exc:
         log.warning("report: markers not shown: %s", exc)
         return f'<p class="muted">markers file unreadable: {_e(exc)}</p>'
-    top = df[df["rank"] <= TOP_MARKERS].copy()
+    alpha = float((meta.get("params") or {}).get("significance") or 0.05)
+    significant = df["significant"] if "significant" in df.columns else (df["pval_adj"] < alpha) & (df["logfoldchange"] > 0)
+    kept = df[significant.to_numpy(dtype=bool)].copy()  # a gene with adjusted p 0.97 is no "top marker"
+    kept["rank"] = kept.groupby("cluster", sort=False).cumcount() + 1
+    top = kept[kept["rank"] <= TOP_MARKERS]
     top = top.sort_values(["cluster", "rank"], key=lambda s: s.astype(int) if s.name == "cluster" else s)
+    by_cluster = dict(tuple(top.groupby("cluster", sort=False)))
+    clusters = sorted(df["cluster"].astype(str).unique(), key=lambda c: int(c) if c.isdigit() else c)
+    none = f"none with adjusted p < {alpha:g}"
     rows = [
-        {"cluster": c, "genes (rank order)": ", ".join(g["gene"]),
-         "log2FC": ", ".join(f"{v:.2f}" for v in g["logfoldchange"]),
-         "adjusted p (BH)": ", ".join(f"{v:.1e}" for v in g["pval_adj"])}
-        for c, g in top.groupby("cluster", sort=False)
+        {"cluster": c, "genes (rank order)": ", ".join(by_cluster[c]["gene"]) if c in by_cluster else none,
+         "log2FC": ", ".join(f"{v:.2f}" for v in by_cluster[c]["logfoldchange"]) if c in by_cluster else "",
+         "adjusted p (BH)": ", ".join(f"{v:.1e}" for v in by_cluster[c]["pval_adj"]) if c in by_cluster else ""}
+        for c in clusters
     ]
     html_table = _table(pd.DataFrame(rows), left={"cluster", "genes (rank order)", "log2FC", "adjusted p (BH)"})
+    html_table += (f'<p class="muted">Only genes up in the cluster with BH-adjusted p &lt; {alpha:g} are listed; '
+                   "the markers file ranks every gene.</p>")
+    if meta.get("gene_ids_only"):
+        html_table += ('<p class="muted">Gene names are Ensembl IDs: this slide\'s counts carry no gene symbols '
+                       "(map them with a GTF or biomart to read the markers).</p>")
     skipped = meta.get("clusters_skipped_single_spot") or []
     if skipped:
         html_table += (f'<p class="muted">Not tested (a single spot, no within-cluster spread): cluster(s) '
@@ -132,8 +150,11 @@ def _slide_section(slide: SlideEvaluation) -> str:
     folder = slide.clusters_path.parent
     parts = [f'<h2 id="{_anchor(s)}">{_e(s)}</h2>']
     image = row["image"]
+    info = meta.get("image") if isinstance(meta.get("image"), dict) else {}
     image_html = '<span class="none">image: none</span> (image-less slide: the image branch used its documented substitute)' \
-        if image == "none" else f"image: {_e(image)} ({_e((meta.get('image') or {}).get('path') or '')})"
+        if image == "none" else f"image: {_e(image)} ({_e(info.get('path') or '')})"
+    if info.get("reason"):  # why this image (or none): QC rejections and explicit choices are never silent
+        image_html += f'<br><span class="muted">image choice: {_e(info["reason"])}</span>'
     parts.append(f"<p>{image_html}</p>")
     metrics = pd.DataFrame([{k: row[k] for k in ("status", "ari", "nmi", "n_spots", "n_scored", "n_excluded",
                                                  "n_labels", "n_clusters", "n_clusters_source")}])
@@ -141,6 +162,8 @@ def _slide_section(slide: SlideEvaluation) -> str:
     for suffix, caption in FIGURES:
         path = folder / f"{s}.{suffix}"
         if path.is_file():
+            if suffix == "clusters.png" and image == "none":
+                caption = IMAGELESS_CLUSTERS_CAPTION
             parts.append(f'<figure><img alt="{_e(s)} {_e(suffix)}" src="{data_uri(path)}">'
                          f"<figcaption>{_e(caption)}</figcaption></figure>")
     markers = folder / f"{s}.markers.parquet"
@@ -165,7 +188,7 @@ def build_report(evaluation: Evaluation) -> str:
         "<h1>senca-st cohort report</h1>",
         f'<p class="muted">senca {_e(__version__)} · {stats["n_slides"]} slide(s), {stats["n_scored"]} with labels · '
         "spots labelled undetermined/NA are excluded from ARI/NMI and counted in n_excluded</p>",
-        _stats_block(stats),
+        _stats_block(stats, summary),
         "<h2>Metrics</h2>",
         _table(summary, left={"sample", "status", "n_clusters_source", "image"}, link_sample=True),
     ]

@@ -8,6 +8,7 @@ import click
 
 from senca.cluster import cluster_slide, write_cluster_outputs
 from senca.commands.common import log, outdir_option, quiet_option, seed_option, setup_logging, user_errors
+from senca.plots import ensure_scanpy_image_key
 
 
 @click.command("cluster")
@@ -37,6 +38,7 @@ def cluster(embeddings, spots, h5ad, n_clusters, image, method, seed, outdir, qu
     setup_logging(quiet)
     result = cluster_slide(Path(embeddings), Path(spots), Path(h5ad), n_clusters=n_clusters,
                            image=Path(image) if image else None, seed=seed, method=method)
+    ensure_scanpy_image_key(result.adata, result.sample)  # image-less: sc.pl.spatial's default call must work
     paths = write_cluster_outputs(result, Path(outdir))
     log.info("%s: %d clusters (%s); wrote %s", result.sample, result.n_clusters, result.source,
              ", ".join(p.name for p in paths.values()))

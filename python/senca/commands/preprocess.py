@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -72,11 +73,14 @@ def slides_from_options(samplesheet: str | None, samples: tuple[str, ...], data:
 @click.option("--hvg-flavor", type=click.Choice(["seurat", "seurat_v3"]), default=None,
               help="HVG ranking: seurat = normalised dispersion (paper), seurat_v3 = variance of raw counts "
                    "[default: seurat for legacy ST, seurat_v3 for Visium; docs/method.md].")
+@click.option("--normalised", is_flag=True,
+              help="The values are already log-normalised (non-integers): accept them and skip normalisation "
+                   "(recorded in the provenance). Without it non-integer counts are refused.")
 @outdir_option
 @quiet_option
 @user_errors
 def preprocess(samplesheet, samples, data, image, image_choice, positions, labels, n_clusters, n_hvg, min_gene_counts, k,
-               hvg_flavor, outdir, quiet):
+               hvg_flavor, normalised, outdir, quiet):
     """Read a slide, filter and normalise genes, select HVGs, and build the spatial kNN graph.
 
     Writes {s}.spots.parquet, {s}.expr.parquet, {s}.graph.parquet and {s}.h5ad into --outdir.
@@ -84,8 +88,12 @@ def preprocess(samplesheet, samples, data, image, image_choice, positions, label
     setup_logging(quiet)
     specs = slides_from_options(samplesheet, samples, data, image, positions, labels, n_clusters, image_choice)
     params = PreprocessParams(n_hvg=n_hvg, min_gene_counts=min_gene_counts, k=k, hvg_flavor=hvg_flavor)
+    if normalised:
+        specs = [replace(spec, normalised=True) for spec in specs]
     for spec in specs:  # read and check every slide's inputs first would double the I/O; fail per slide
         raw = read_slide(spec)
         result = preprocess_slide(raw, params, spec.n_clusters)
+        if raw.normalised and result.extra.get("normalised_input") is not True:  # never normalise twice silently
+            raise SencaError("--normalised: this senca's preprocess cannot skip normalisation yet", spec.data)
         paths = write_preprocess(result, Path(outdir), params, raw.inputs)
         log.info("%s: wrote %s", spec.sample, ", ".join(p.name for p in paths.values()))

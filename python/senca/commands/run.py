@@ -9,7 +9,8 @@ import click
 
 from senca.commands.common import device_option, log, quiet_option, seed_option, setup_logging, user_errors
 from senca.errors import SencaError
-from senca.pipeline import RunOptions, check_train_args, run_samplesheet
+from senca.io.samplesheet import IMAGE_CHOICES
+from senca.pipeline import SUMMARY_RESULT, RunOptions, check_train_args, run_samplesheet
 
 
 @click.command("run")
@@ -28,12 +29,21 @@ from senca.pipeline import RunOptions, check_train_args, run_samplesheet
 @click.option("--train-args", type=str, default="", metavar="'OPTIONS'",
               help="Extra train-senca options for every slide, e.g. '--no-cross-attention --combine sum' (ablations; "
                    "like a Nextflow module's ext.args).")
+@click.option("--image-choice", type=click.Choice(IMAGE_CHOICES), default="auto", show_default=True,
+              help="Image for slides whose samplesheet image cell does not decide: auto (the best that passes image "
+                   "QC: full-res > hires > lowres > none), hires, lowres, or none (every slide image-less).")
+@click.option("--normalised", is_flag=True,
+              help="Every slide's values are already log-normalised: accept non-integers, skip normalisation.")
+@click.option("--paper", is_flag=True,
+              help="The paper's literal settings on every platform: seurat HVGs, no gene scaling, D reconstructs "
+                   "[R, H], Ward clusters (docs/method.md lists each departure and its numbers).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Skip stages whose outputs are complete for the same inputs.")
 @device_option
 @seed_option
 @quiet_option
 @user_errors
-def run(samplesheet, outdir, jobs, encoder, weights, input_px, epochs, k, n_hvg, train_args, resume, device, seed, quiet):
+def run(samplesheet, outdir, jobs, encoder, weights, input_px, epochs, k, n_hvg, train_args, image_choice, normalised,
+        paper, resume, device, seed, quiet):
     """Run every stage for every slide of SAMPLESHEET on this machine.
 
     Same commands and output layout as the Nextflow pipeline; failed slides are reported and the
@@ -46,15 +56,23 @@ def run(samplesheet, outdir, jobs, encoder, weights, input_px, epochs, k, n_hvg,
         raise SencaError(f"--train-args {train_args!r}: {exc}") from None
     check_train_args(extra)
     opts = RunOptions(encoder=encoder, weights=weights, input_px=input_px, epochs=epochs, device=device, seed=seed, k=k,
-                      n_hvg=n_hvg, resume=resume, quiet=quiet, train_args=extra)
+                      n_hvg=n_hvg, resume=resume, quiet=quiet, train_args=extra, image_choice=image_choice,
+                      normalised=normalised, paper=paper)
     results = run_samplesheet(samplesheet, outdir, opts, jobs)
-    for r in results:
-        state = "ok" if r.ok else f"FAILED: {r.error}"
+    slides = [r for r in results if r.sample != SUMMARY_RESULT]
+    for r in slides:  # the reason of a failure is in the one Error line below, not repeated here
+        state = "ok" if r.ok else "FAILED"
         detail = f"ran {', '.join(r.ran) or 'nothing'}" + (f"; reused {', '.join(r.skipped)}" if r.skipped else "")
         log.info("%s: %s (%s; image: %s)", r.sample, state, detail, "yes" if r.image else "none")
-    failed = [r for r in results if not r.ok]
-    if failed:  # one line: every failed slide with the reason its stage gave (file / column / spot)
-        reasons = "; ".join(f"{r.sample} ({r.error})" for r in failed)
-        click.echo(f"Error: {len(failed)} of {len(results)} slide(s) failed: {reasons}", err=True)
+    failed = [r for r in slides if not r.ok]
+    summary_failed = [r for r in results if r.sample == SUMMARY_RESULT]
+    if failed or summary_failed:  # one line: every failed slide with the reason its stage gave (file / column / spot)
+        parts = []
+        if failed:
+            reasons = "; ".join(f"{r.sample} ({r.error})" for r in failed)
+            parts.append(f"{len(failed)} of {len(slides)} slide(s) failed: {reasons}")
+        if summary_failed:
+            parts.append(f"the cohort summary failed: {summary_failed[0].error}")
+        click.echo(f"Error: {'; '.join(parts)}", err=True)
         sys.exit(1)
     log.info("done: %d slide(s); report at %s/summary/report.html", len(results), outdir)

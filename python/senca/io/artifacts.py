@@ -13,10 +13,14 @@ Every stage reads and writes through this module, so no stage parses another's f
 from __future__ import annotations
 
 import contextlib
+import errno
+import gc
 import hashlib
 import json
 import os
+import sys
 import tempfile
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from senca import ARTIFACT_FORMAT, __version__
-from senca.errors import SencaError
+from senca.errors import OutputError, SencaError, os_error_reason
 
 META_KEY = b"senca"
 META_DIGEST_KEY = b"senca_sha256"  # over the META_KEY JSON and the column names: the footer has no checksum
@@ -95,24 +99,70 @@ def _jsonable(value: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- atomic writes
+def _written_file(exc: OSError, tmp: Path, path: Path) -> Path:
+    """The file an OSError is about: the artifact being written unless the error names another file."""
+    name = getattr(exc, "filename", None)
+    if name and Path(str(name)) != tmp and Path(str(name)) != path:
+        return Path(str(name))
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
 
     The temporary file keeps ``path``'s suffix so libraries that infer a format from it still work.
+    An OS error on the way (no space left, a read-only or vanished folder) removes the temporary file
+    and becomes one :class:`OutputError` line naming ``path``: a half-written file never gets the
+    real name, and the user reads "no space left" instead of a library's traceback.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write ({os_error_reason(exc)})", path) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are shared like any output
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write ({os_error_reason(exc)}); the partial file was removed",
+                          _written_file(exc, tmp, path)) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def check_output_dir(path: str | Path, option: str = "--outdir") -> Path:
+    """Refuse an output folder that cannot be made or written, before any work starts.
+
+    Nothing is created: an absent folder is judged by its nearest existing parent (it must be a
+    folder senca can write into), an existing one by writing and removing a probe file. The probe
+    is a real write, not ``os.access``, so read-only mounts and full disks (a zero-byte probe still
+    succeeds there; the writes themselves report ENOSPC) are judged as the stages will meet them.
+    """
+    path = Path(path).expanduser()
+    target = path
+    while not target.exists():
+        if target.parent == target:
+            break
+        target = target.parent
+    try:
+        if target.exists() and not target.is_dir():
+            what = "is a file" if target == path else f"cannot be created: {target} is a file"
+            raise SencaError(f"{option}: {what}", path)
+        fd, probe = tempfile.mkstemp(prefix=".senca-write-probe.", dir=target)
+        os.close(fd)
+        os.unlink(probe)
+    except SencaError:
+        raise
+    except OSError as exc:
+        verb = "is not writable" if target == path else f"cannot be created in {target}"
+        raise SencaError(f"{option}: the output folder {verb} ({os_error_reason(exc)})", path) from None
+    return path
 
 
 def _umask() -> int:
@@ -478,7 +528,14 @@ def save_torch(obj: Any, path: str | Path) -> Path:
     import torch
 
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(obj, handle)
+        try:
+            torch.save(obj, handle)
+        except RuntimeError as exc:  # torch's zip writer turns a failed write (ENOSPC) into a RuntimeError
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from None
+            if "write" not in str(exc).lower():
+                raise
+            raise OSError(f"torch.save failed: {str(exc).splitlines()[0]}") from None
     return Path(path)
 
 
@@ -496,9 +553,66 @@ def load_torch(path: str | Path) -> Any:
 
 def write_h5ad(adata: Any, path: str | Path) -> Path:
     """Write an AnnData atomically (compressed), with senca provenance in ``uns['senca']``."""
-    with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp, compression="gzip")
+    with atomic_path(path) as tmp, _h5py_teardown_quiet():
+        try:
+            adata.write_h5ad(tmp, compression="gzip")
+        except (OSError, RuntimeError) as exc:
+            # h5py's objects of the failed file live on in the traceback's frames; released later they
+            # print one "Exception ignored" traceback each (and HDF5 may crash on them): free them now,
+            # while the hook below keeps them quiet
+            reason = os_error_reason(exc)
+            traceback.clear_frames(exc.__traceback__)
+            del exc
+            _close_h5py_files(tmp)
+            raise OSError(errno.ENOSPC if "No space" in reason else errno.EIO, reason) from None
     return Path(path)
+
+
+def _close_h5py_files(path: Path) -> None:
+    """Close every HDF5 handle still open on ``path`` (a write that failed half-way leaves them open;
+    left to interpreter shutdown, HDF5 tries to flush them to the full disk and may crash)."""
+    import h5py
+
+    gc.collect()
+    for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        with contextlib.suppress(Exception):
+            if Path(fid.name.decode() if isinstance(fid.name, bytes) else fid.name) == path:
+                h5py.File(fid).close()
+    gc.collect()
+
+
+@contextlib.contextmanager
+def _h5py_teardown_quiet() -> Iterator[None]:
+    """Silence h5py's reports while a failed file's objects are released.
+
+    Cython prints an error raised in ``ObjectID.__dealloc__`` twice: the traceback through
+    ``sys.excepthook``, then "Exception ignored in ..." through ``sys.unraisablehook``. Both hooks
+    drop reports that come from h5py (and pass any other on) for the duration of the write.
+    """
+    previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
+
+    def from_h5py(*parts: Any) -> bool:
+        tb = parts[-1]
+        while tb is not None:
+            if "h5py" in tb.tb_frame.f_code.co_filename:
+                return True
+            tb = tb.tb_next
+        return any("h5py" in repr(part) for part in parts[:-1])
+
+    def unraisable(report: Any) -> None:
+        if not from_h5py(report.object, report.exc_value, report.exc_traceback):
+            previous_unraisable(report)
+
+    def excepthook(kind: Any, value: Any, tb: Any) -> None:
+        if not from_h5py(kind, value, tb):
+            previous_except(kind, value, tb)
+
+    sys.unraisablehook, sys.excepthook = unraisable, excepthook
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook, sys.excepthook = previous_unraisable, previous_except
 
 
 def write_json(obj: Any, path: str | Path) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from senca.errors import SencaError
@@ -21,6 +21,10 @@ REQUIRED_COLUMNS = ("sample", "data")
 OPTIONAL_COLUMNS = ("image", "positions", "labels", "n_clusters")
 SAMPLE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+IMAGE_CHOICES = ("auto", "hires", "lowres", "none")
+"""``image`` keywords (and ``--image-choice`` values): ``auto`` the best image that passes QC (the default,
+full-res > hires > lowres > none), ``hires`` / ``lowres`` that Space Ranger (or ``uns['spatial']``) image,
+``none`` image-less even when the data carry an image."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class SlideSpec:
     positions: Path | None = None
     labels: Path | None = None
     n_clusters: int | None = None
+    image_choice: str = "auto"  # one of IMAGE_CHOICES; a samplesheet image path is "auto" (QC, then fallback)
+    normalised: bool = False  # --normalised: values are already log-normalised (non-integers accepted)
 
     @property
     def kind(self) -> str:
@@ -50,6 +56,24 @@ def data_kind(path: Path) -> str:
     if name.endswith((".tsv", ".tsv.gz", ".txt", ".txt.gz", ".csv", ".csv.gz")):
         return "st"
     raise SencaError("data must be a Space Ranger outs/ folder, an .h5ad, or a counts .tsv[.gz]", path)
+
+
+def with_image_choice(spec: SlideSpec, image_choice: str) -> SlideSpec:
+    """``spec`` with a run-wide ``--image-choice`` applied, unless its own ``image`` cell decides.
+
+    A keyword in the cell always wins; ``none`` also overrides an image file (run every slide
+    image-less); ``hires`` / ``lowres`` apply only where the slide has no image file of its own and
+    can carry those images (Space Ranger, .h5ad), so a cohort mixing legacy ST and Visium can say
+    ``--image-choice lowres`` once.
+    """
+    if image_choice == "auto" or spec.image_choice != "auto":
+        return spec
+    if image_choice == "none":
+        return replace(spec, image=None, image_choice="none")
+    if spec.image is not None or spec.kind == "st":
+        return spec
+    return replace(spec, image_choice=image_choice)
+
 
 
 def _check_row(row: dict[str, str], base: Path) -> tuple[SlideSpec | None, list[str]]:
@@ -79,14 +103,20 @@ def _check_row(row: dict[str, str], base: Path) -> tuple[SlideSpec | None, list[
     elif not SAMPLE_PATTERN.match(sample):
         problems.append(f"sample: {sample!r} must match [A-Za-z0-9_.-]+")
     data = path_of("data", required=True)
+    kind: str | None = None
     if data is not None:
         try:
-            data_kind(data)
+            kind = data_kind(data)
         except SencaError as exc:
             problems.append(f"data: {exc}")
-    image = path_of("image", required=False)
+    keyword = (row.get("image") or "").strip().lower()
+    image_choice = keyword if keyword in IMAGE_CHOICES else "auto"
+    image = None if keyword in IMAGE_CHOICES else path_of("image", required=False)
     if image is not None and (image.is_dir() or not image.name.lower().endswith(IMAGE_SUFFIXES)):
-        problems.append(f"image: {image.name} is not a jpg/png/tif image")
+        problems.append(f"image: {image.name} is not a jpg/png/tif image (or one of {', '.join(IMAGE_CHOICES)})")
+    if image_choice in ("hires", "lowres") and kind == "st":
+        problems.append(f"image: {image_choice!r} names a Space Ranger image; a legacy ST slide has only the H&E "
+                        "file you give (or none)")
     positions = path_of("positions", required=False)
     labels = path_of("labels", required=False)
     n_clusters: int | None = None
@@ -98,12 +128,12 @@ def _check_row(row: dict[str, str], base: Path) -> tuple[SlideSpec | None, list[
                 raise ValueError
         except ValueError:
             problems.append(f"n_clusters: {raw_k!r} is not an integer >= 2")
-    if data is not None and data.is_file() and data_kind(data) == "st" and positions is None and not problems:
+    if kind == "st" and positions is None and not problems:
         problems.append("positions: required for a legacy ST counts table (spot file with pixel_x/pixel_y)")
     if problems:
         return None, problems
     assert data is not None
-    return SlideSpec(sample, data, image, positions, labels, n_clusters), []
+    return SlideSpec(sample, data, image, positions, labels, n_clusters, image_choice), []
 
 
 def read_samplesheet(path: str | Path) -> list[SlideSpec]:
