@@ -5,9 +5,10 @@
  *   nextflow run main.nf -profile test,docker --outdir results            # the bundled demo
  *   nextflow run main.nf -profile gpu,singularity,slurm --input samplesheet.csv --outdir results
  *
- * Checks every parameter against nextflow_schema.json and the whole samplesheet (every bad row
- * at once) before any task starts, prints a parameter summary, then runs workflows/senca.nf for
- * every slide. `--help` lists the parameters. Outputs: see docs/nextflow.md.
+ * Checks every parameter against nextflow_schema.json, the container images against the engine,
+ * and the whole samplesheet (every bad row at once) before any task starts, prints a parameter
+ * summary, then runs workflows/senca.nf for every slide. `--help` lists the parameters
+ * (`--helpFull`, `--showHidden`: all of them). Outputs and first runs: see docs/nextflow.md.
  */
 
 include { validateParameters; paramsSummaryLog; samplesheetToList } from 'plugin/nf-schema'
@@ -16,6 +17,10 @@ include { SENCA } from './workflows/senca'
 workflow {
     validateParameters()
     log.info(paramsSummaryLog(workflow))
+    def image_problem = containerProblem(workflow.containerEngine, workflow.profile, params.container, params.container_gpu)
+    if( image_problem )
+        error(image_problem)
+    removeStaleListing("${params.outdir}/pipeline_info/incomplete_samples.txt")
 
     def slides = readSamplesheet(params.input)
     ch_slides = channel.fromList(slides.collect { slide -> slide.inputs })
@@ -56,7 +61,13 @@ def readSamplesheet(input) {
     def rows = samplesheetToList(sheet, "${projectDir}/assets/schema_input.json")
     def problems = []
     def slides = rows.collect { row ->
-        def meta = row[0]
+        // nf-schema types every cell it can: sample 151673 arrives as an Integer. Every channel is
+        // keyed by meta.id and every file named by it, so it is text from here on. A whole number
+        // written as a decimal (1e5, 2.) arrives as a BigDecimal whose text is not the sheet's.
+        def id = row[0].id
+        if( !(id instanceof CharSequence || id instanceof Integer || id instanceof Long || id instanceof BigInteger) )
+            problems << "sample ${id}: reads as a number (nf-schema types every cell), so its text is lost: add a letter to the id"
+        def meta = row[0] + [id: id.toString()]
         def paths = ['data', 'image', 'positions', 'labels'].withIndex().collectEntries { column, i ->
             def path = row[i + 1] ? resolveAgainst(sheet.parent, row[i + 1].toString()) : null
             if( path != null && !path.exists() )
@@ -92,4 +103,46 @@ def patchImage(data, image) {
             .collect { name -> data.resolve('spatial').resolve(name) }
             .find { candidate -> candidate.exists() }
     return null
+}
+
+/*
+ * Why the container engine cannot get the images the tasks will run, in one line naming the param
+ * to set; null when it can. Docker runs a local name (`senca containers build` makes them), but
+ * Singularity and Apptainer turn a bare name such as `senca-st:0.1.0` into
+ * docker://senca-st:0.1.0 on Docker Hub, where no such image exists. Usable there: a registry or
+ * Docker Hub namespace in the name (registry.example.org/senca-st:0.1.0), a URI (docker://,
+ * oras://, library://...), or an image file (.sif). The CUDA image counts only under -profile gpu.
+ */
+def containerProblem(engine, profile, container, containerGpu) {
+    if( !(engine in ['singularity', 'apptainer']) )
+        return null
+    def images = [container: container]
+    if( 'gpu' in (profile ?: '').tokenize(',') )
+        images.container_gpu = containerGpu
+    def bare = images.findAll { _param, image -> image && !pullableImage(image.toString()) }
+    if( !bare )
+        return null
+    def named = bare.collect { param, image -> "--${param} ${image}" }.join(', ')
+    return "${engine} cannot pull ${named}: a name without a registry means Docker Hub, where it does not exist. Push the images to your registry (or build .sif files) and pass them: ${bare.keySet().collect { param -> "--${param}" }.join(' and ')} (docs/nextflow.md, 'First run')"
+}
+
+// An image Singularity/Apptainer can get: a file, a URI, or a name with a registry or namespace.
+def pullableImage(String image) {
+    if( image.startsWith('/') || image.startsWith('file://') || image =~ /^[A-Za-z][A-Za-z0-9+.-]*:\/\// )
+        return true
+    if( image.endsWith('.sif') || image.endsWith('.img') )
+        return file(image).exists()
+    return image.contains('/')
+}
+
+/*
+ * The previous run's list of unfinished slides: removed before this one starts, so a -resume that
+ * finishes every slide leaves none behind (the list is written again when some slide fails).
+ */
+def removeStaleListing(path) {
+    def listing = file(path)
+    if( listing.exists() ) {
+        listing.delete()
+        log.info("senca-st: removed the previous run's ${listing.name}")
+    }
 }

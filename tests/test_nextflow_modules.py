@@ -16,6 +16,7 @@ and the params of ``nextflow.config`` + a profile) and then
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -113,7 +114,7 @@ def command_lines(script: str) -> tuple[list[list[str]], list[str]]:
     commands, heredocs = [], []
     lines = iter(script.replace("\\\n", " ").splitlines())
     for line in lines:
-        if not line.strip():
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
         tokens = shlex.split(line)
         heredoc = re.search(r"<<-?\s*(\w+)", line)
@@ -129,6 +130,12 @@ def command_lines(script: str) -> tuple[list[list[str]], list[str]]:
 
 
 VERSIONS_COMMAND = ["cat", "<<-END_VERSIONS", ">", "versions.yml"]
+# What every task exports first: torch (OpenMP), MKL/OpenBLAS and numba get the task's CPUs.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def thread_command(cpus: int) -> list[str]:
+    return ["export", *(f"{name}={cpus}" for name in THREAD_VARIABLES)]
 
 
 def cli_command(name: str) -> click.Command:
@@ -186,11 +193,12 @@ def cli_problems(tokens: list[str]) -> list[str]:
     return problems
 
 
-def rendered(process: Process, params: dict[str, Any], full: bool, stub: bool = False) -> tuple[str, dict[str, Any]]:
+def rendered(process: Process, params: dict[str, Any], full: bool, stub: bool = False, cpus: int = 1,
+             prefix: str | None = None) -> tuple[str, dict[str, Any]]:
     config = settings(params)
     inputs = fake_inputs(process, full)
     meta = next((v for v in inputs.values() if isinstance(v, dict)), None)
-    scope = process_scope(process, inputs, ext_args(config, process.name, meta))
+    scope = process_scope(process, inputs, ext_args(config, process.name, meta), prefix=prefix, cpus=cpus)
     return render(process, scope, stub=stub), scope
 
 
@@ -204,8 +212,9 @@ def test_script_calls_one_senca_command_with_real_options(name: str, full: bool,
     process = processes()[name]
     script, _ = rendered(process, PARAM_SETS[param_set](), full)
     commands, heredocs = command_lines(script)
-    assert len(commands) == 2 and commands[1] == VERSIONS_COMMAND, f"one senca command, then versions.yml:\n{script}"
-    senca = commands[0]
+    assert len(commands) == 3 and commands[2] == VERSIONS_COMMAND, f"threads, one senca command, versions.yml:\n{script}"
+    assert commands[0] == thread_command(1), script
+    senca = commands[1]
     assert senca[:2] == ["senca", COMMAND_OF[name]], script
     assert cli_problems(senca) == [], script
     assert heredocs == [f'"{name}":\n    senca: $(senca --version | sed \'s/senca, version //\')'], script
@@ -242,6 +251,41 @@ def test_params_reach_the_commands() -> None:
     assert "--k 6" in preprocess
 
 
+@pytest.mark.parametrize("name", sorted(COMMAND_OF))
+def test_task_cpus_reach_every_threaded_library(name: str) -> None:
+    """The rendered thread exports, run in bash: torch, numba and the BLAS numpy links see task.cpus."""
+    script, _ = rendered(processes()[name], PARAM_SETS["test"](), full=True, cpus=3)
+    commands, _ = command_lines(script)
+    assert commands[0] == thread_command(3), script
+    if name != "TRAIN_SENCA":  # one probe is enough: the line is the same in every module
+        return
+    # libraries cap their pools at the cores they see, so probe with 1 (below any machine's count)
+    script, _ = rendered(processes()[name], PARAM_SETS["test"](), full=True, cpus=1)
+    export = next(line for line in script.splitlines() if line.startswith("export "))
+    assert "${" not in export and script.index(export) < script.index("senca ")
+    probe = ("import json, numpy, numba, torch, threadpoolctl; "
+             "blas = [p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']; "
+             "print(json.dumps({'torch': torch.get_num_threads(), 'numba': numba.config.NUMBA_NUM_THREADS, 'blas': blas}))")
+    env = {k: v for k, v in task_env().items() if k not in THREAD_VARIABLES}
+    out = subprocess.run(["bash", "-c", f"{export}\n{shlex.quote(sys.executable)} -c {shlex.quote(probe)}"],
+                         env=env, capture_output=True, text=True, check=True, timeout=300)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["torch"] == 1 and seen["numba"] == 1, seen
+    assert seen["blas"] and set(seen["blas"]) == {1}, seen
+
+
+@pytest.mark.parametrize("name", sorted(COMMAND_OF))
+def test_file_names_come_from_the_sample_not_ext_prefix(name: str) -> None:
+    """Every file is named by meta.id, as senca names it: an ext.prefix set in a config changes
+    nothing (it used to rename PREPROCESS's files only, so later stages missed their outputs)."""
+    process = processes()[name]
+    plain, scope = rendered(process, PARAM_SETS["test"](), full=True)
+    prefixed, prefixed_scope = rendered(process, PARAM_SETS["test"](), full=True, prefix="renamed")
+    assert plain == prefixed
+    assert output_names(process, scope) == output_names(process, prefixed_scope)
+    assert "ext.prefix" not in process.path.read_text(encoding="utf-8")
+
+
 def documented_writes(command: str) -> set[str]:
     """Files a command's own help says it writes ("Writes ..." sentence), with {s} for the sample."""
     text = " ".join((cli_command(command).help or "").split())
@@ -255,7 +299,6 @@ def documented_writes(command: str) -> set[str]:
 def test_declared_outputs_are_what_the_command_writes(name: str) -> None:
     process = processes()[name]
     _, scope = rendered(process, PARAM_SETS["test"](), full=True)
-    scope["prefix"] = "{s}"
     declared = {(out.emit, n, out.optional) for out, names in output_names(process, scope | {"meta": {"id": "{s}"}})
                 for n in names}
     names = {n.replace("*", "{s}") for _, n, _ in declared} - {"versions.yml"}
@@ -329,10 +372,11 @@ def test_labels_resources_gpu_and_containers() -> None:
         assert f"withLabel:{process.label}" in base, f"conf/base.config has no resources for {process.label}"
         assert (process.label == "process_gpu") == (name in GPU_PROCESSES), name
     assert base["*"]["container"] == params["container"]
-    assert base["withLabel:process_gpu"]["container"] == params["container_gpu"]
+    assert "container" not in base["withLabel:process_gpu"], "the CUDA image only with -profile gpu"
     assert "accelerator" not in base["withLabel:process_gpu"], "accelerators only with -profile gpu"
     on_gpu = gpu["withLabel:process_gpu"]
     assert on_gpu["accelerator"] == 1
+    assert on_gpu["container"] == params["container_gpu"]
     options = {engine: on_gpu["containerOptions"].bind(workflow=Obj(containerEngine=engine))()
                for engine in ("docker", "singularity", "apptainer", None)}
     assert options == {"docker": "--gpus all", "singularity": "--nv", "apptainer": "--nv", None: None}
@@ -342,13 +386,17 @@ def test_labels_resources_gpu_and_containers() -> None:
 @pytest.mark.parametrize(("process", "exit_status", "attempt", "expected"), [
     ("TRAIN_SENCA", 137, 1, "retry"),        # killed for memory: more memory next time
     ("TRAIN_SENCA", 140, 2, "retry"),
-    ("TRAIN_SENCA", 137, 3, "ignore"),       # still failing: drop the slide, the cohort goes on
-    ("PREPROCESS", 2, 1, "ignore"),          # senca's bad-input exit: a retry cannot help
-    ("PREPROCESS", 1, 1, "ignore"),
+    ("TRAIN_SENCA", 137, 3, "finish"),       # still failing: stop cleanly, the run fails
+    ("PREPROCESS", 2, 1, "ignore"),          # senca's bad-input exit: drop that slide only
+    ("PREPROCESS", 1, 1, "finish"),          # a crash / CUDA out of memory: not ignored
+    ("PREPROCESS", 127, 1, "finish"),        # senca not on PATH
+    ("EMBED_PATCHES", 125, 1, "finish"),     # the container engine failed
     ("EVALUATE", 137, 1, "retry"),
     ("EVALUATE", 2, 1, "terminate"),         # the cohort summary must not silently vanish
 ])
 def test_error_strategy(process: str, exit_status: int, attempt: int, expected: str) -> None:
+    """The closures as this renderer reads them; tests/test_nextflow_config.py asks Nextflow's own
+    config front end the same for every exit status, attempt and profile."""
     config = settings(PARAM_SETS["defaults"]())
     strategy = config.get(f"withName:{process}", {}).get("errorStrategy", config["*"]["errorStrategy"])
     assert strategy.bind(task=Obj(exitStatus=exit_status, attempt=attempt))() == expected
@@ -612,6 +660,23 @@ def test_bin_senca_runs_the_installed_cli(tmp_path: Path) -> None:
                         "SENCA_PYTHON": sys.executable}
     out = subprocess.run([str(launcher), "--version"], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"senca, version {__version__}"
+
+
+def test_bin_senca_under_nextflows_path(tmp_path: Path) -> None:
+    """Nextflow appends bin/ to a task's PATH (TaskProcessor: "$PATH:<bin>"): an installed senca
+    wins, and bin/senca runs only where there is none."""
+    installed = str(Path(sys.executable).parent)
+    appended = f"/usr/bin{os.pathsep}/bin{os.pathsep}{installed}{os.pathsep}{REPO / 'bin'}"
+    found = subprocess.run(["bash", "-c", "command -v senca"], env=task_env() | {"PATH": appended},
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(found).parent == Path(installed), found
+    bare = f"/usr/bin{os.pathsep}/bin{os.pathsep}{REPO / 'bin'}"
+    env = task_env() | {"PATH": bare, "SENCA_PYTHON": sys.executable}
+    found = subprocess.run(["bash", "-c", "command -v senca && senca --version"], env=env,
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert Path(found[0]) == REPO / "bin" / "senca" and found[-1] == __version__
+    comment = " ".join(line.lstrip("# ") for line in (REPO / "bin" / "senca").read_text().splitlines()[1:10])
+    assert "appends the pipeline's bin/" in comment and "first on" not in comment
 
 
 @pytest.mark.parametrize(("expression", "expected"), [

@@ -4,18 +4,21 @@ nf-schema enforces both at the start of every ``nextflow run``; Nextflow is not 
 so the schemas are checked with ``jsonschema`` directly: each is a valid draft 2020-12 schema, the
 parameters in ``nextflow.config`` and the schema are the same set with the same defaults, the
 bundled samplesheets pass, and bad ones are rejected, with the same verdicts as senca's own reader.
+Every samplesheet cell is first typed the way nf-schema types it (``tests/nextflow_nfschema.py``:
+``151673`` is an integer, ``true`` a boolean, whatever column it is in), so the schema is checked
+against the values nf-schema's validator really sees.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+from nextflow_nfschema import NULL, rows_for_validation, samplesheet_to_list, string_to_value
 from nextflow_render import REPO, read_params
 
 from senca.errors import SencaError
@@ -51,21 +54,8 @@ def params_errors(values: dict[str, Any]) -> list[str]:
 
 
 def read_sheet_rows(path: Path) -> list[dict[str, Any]]:
-    """A samplesheet as nf-schema hands it to the schema: empty cells dropped, typed columns cast."""
-    properties = load(INPUT_SCHEMA)["items"]["properties"]
-    rows = []
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        for raw in csv.DictReader(handle):
-            row: dict[str, Any] = {}
-            for key, value in raw.items():
-                if value is None or value.strip() == "":
-                    continue
-                value = value.strip()
-                if properties.get(key, {}).get("type") == "integer" and re.fullmatch(r"[+-]?\d+", value):
-                    value = int(value)  # otherwise left as text: the schema reports the wrong type
-                row[key] = value
-            rows.append(row)
-    return rows
+    """A samplesheet as nf-schema hands it to the schema: every cell typed by inference, empty ones left out."""
+    return rows_for_validation(path)
 
 
 def sheet_errors(path: Path) -> list[str]:
@@ -222,3 +212,63 @@ def test_good_rows_of_every_kind_pass(tmp_path: Path) -> None:
                      "visium.151673,151673/outs,,,labels.csv,7\n"
                      "h5ad-1,slide.h5ad,he.tiff,,,\n", encoding="utf-8")
     assert sheet_errors(sheet) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# nf-schema's typing of every cell
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("text", "value"), [
+    ("151673", 151673), ("-5", -5), ("0", 0), ("12345678901234567890", 12345678901234567890),
+    ("007", "007"), ("-01", "-01"),                        # leading zeros: org.json refuses, text stays
+    ("1.5", Decimal("1.5")), ("1e5", Decimal("1e5")), ("2.", Decimal("2")), ("-0", -0.0),
+    ("true", True), ("FALSE", False), ("null", NULL),
+    ("+5", "+5"), ("0x1F", "0x1F"), ("1-2", "1-2"), ("A1", "A1"), ("151673_band", "151673_band"),
+    ("NaN", "NaN"), ("-Infinity", "-Infinity"),
+])
+def test_cells_are_typed_as_org_json_types_them(text: str, value: Any) -> None:
+    got = string_to_value(text)
+    assert got == value and type(got) is type(value), (text, got)
+
+
+def test_numeric_sample_ids_pass_and_keep_their_text(tmp_path: Path) -> None:
+    sheet = tmp_path / "samplesheet.csv"
+    sheet.write_text("sample,data,image,positions,labels,n_clusters\n"
+                     "151673,151673,,,labels.csv,7\n"
+                     "151674,dlpfc/151674/outs,,,,\n"
+                     "-3,slide.h5ad,,,,\n", encoding="utf-8")
+    rows = read_sheet_rows(sheet)
+    assert [type(r["sample"]) for r in rows] == [int, int, int] and type(rows[0]["data"]) is int
+    assert sheet_errors(sheet) == []
+    # what main.nf receives, and turns into meta.id.toString(): the text as written
+    listed = samplesheet_to_list(sheet, INPUT_SCHEMA)
+    assert [str(row[0]["id"]) for row in listed] == ["151673", "151674", "-3"]
+    assert listed[1][0]["n_clusters"] == [] and listed[0][0]["n_clusters"] == 7
+
+
+@pytest.mark.parametrize("sample", ["1.5", "1.25e-3", "true", "null"])
+def test_ids_nf_schema_would_turn_into_other_values_are_refused(sample: str, tmp_path: Path) -> None:
+    """Fractional numbers, booleans and null would not survive as the same id: the schema refuses
+    them, with the message saying what to do. (Whole numbers written as decimals, 1e5 or 2., are
+    JSON integers to the schema; main.nf refuses those: tests/test_nextflow_config.py.)"""
+    sheet = tmp_path / "samplesheet.csv"
+    sheet.write_text(f"sample,data,image,positions,labels,n_clusters\n{sample},outs,,,,\n", encoding="utf-8")
+    errors = sheet_errors(sheet)
+    assert any(e.startswith("row 2: sample:") for e in errors), errors
+    assert "add a letter" in load(INPUT_SCHEMA)["items"]["properties"]["sample"]["errorMessage"]
+
+
+def test_every_column_accepts_what_nf_schema_makes_of_valid_text(tmp_path: Path) -> None:
+    """For each column, a value senca's own reader accepts must still pass once nf-schema has typed
+    it: the schema's types cover the inferred type of every such cell in the bundled sheets and the
+    numeric cases (an all-digit sample or data folder)."""
+    properties = load(INPUT_SCHEMA)["items"]["properties"]
+    json_type = {bool: "boolean", int: "integer", float: "number", Decimal: "number", str: "string"}
+    sheets = [p for p in (DEMO_SHEET, EXAMPLE_SHEET) if p.is_file()]
+    numeric = tmp_path / "numeric.csv"
+    numeric.write_text("sample,data,image,positions,labels,n_clusters\n151673,151673,he.png,spots.tsv,labels.csv,7\n")
+    for sheet in [*sheets, numeric]:
+        for row in read_sheet_rows(sheet):
+            for column, value in row.items():
+                allowed = properties[column]["type"]
+                allowed = allowed if isinstance(allowed, list) else [allowed]
+                assert json_type[type(value)] in allowed, f"{sheet.name}: {column}={value!r} is {json_type[type(value)]}"

@@ -7,7 +7,10 @@
  * Every channel is keyed by the slide's `meta` map (meta.id = samplesheet `sample`), so each slide
  * moves on as soon as its own inputs are ready, and a slide whose task failed (and was ignored,
  * see conf/base.config) simply drops out: the others go on, and the slides that did not reach the
- * end are emitted on `incomplete` for the closing report.
+ * end are emitted on `incomplete` for the closing report. So a join whose sides may differ (one
+ * slide failed, or took the other route) keeps the unmatched keys (remainder: true) and drops them
+ * itself: the same in strict mode, where a plain join fails on any unmatched key (and where an
+ * explicit `failOnMismatch: false` does not help). Only outputs of one task join plainly.
  */
 
 include { PREPROCESS    } from '../modules/local/preprocess/main'
@@ -42,25 +45,33 @@ workflow SENCA {
 
     EMBED_PATCHES(ch_routed.with_image, ch_weights)
 
+    // outputs of the same task: always all three, or none
     ch_preprocessed = PREPROCESS.out.spots
         .join(PREPROCESS.out.expr)
         .join(PREPROCESS.out.graph)
+    // each slide takes one route: with patches (unless embed-patches failed) or image-less
     ch_train = ch_preprocessed
-        .join(EMBED_PATCHES.out.patches)
-        .mix(ch_preprocessed.join(ch_routed.imageless.map { meta, _spots, _image -> [meta, []] }))
+        .join(EMBED_PATCHES.out.patches, remainder: true)
+        .mix(ch_preprocessed.join(ch_routed.imageless.map { meta, _spots, _image -> [meta, []] }, remainder: true))
+        .filter { row -> !row.contains(null) }
     TRAIN_SENCA(ch_train)
 
     ch_image_or_none = ch_routed.with_image
         .map { meta, _spots, image -> [meta, image] }
         .mix(ch_routed.imageless.map { meta, _spots, _image -> [meta, []] })
+    // slides whose training failed are on the right-hand sides only
     CLUSTER(
         TRAIN_SENCA.out.embeddings
-            .join(PREPROCESS.out.spots)
-            .join(PREPROCESS.out.h5ad)
-            .join(ch_image_or_none)
+            .join(PREPROCESS.out.spots.join(PREPROCESS.out.h5ad), remainder: true)
+            .join(ch_image_or_none, remainder: true)
+            .filter { row -> !row.contains(null) }
     )
 
-    MARKERS(CLUSTER.out.clusters.join(PREPROCESS.out.h5ad))
+    MARKERS(
+        CLUSTER.out.clusters
+            .join(PREPROCESS.out.h5ad, remainder: true)
+            .filter { row -> !row.contains(null) }
+    )
 
     // The cohort summary waits for every slide; the report embeds the figures and markers staged
     // beside each clusters file (collect flattens the per-slide lists into one list of files).
@@ -77,7 +88,13 @@ workflow SENCA {
         .map { file -> file.text }
         .unique()
         .collectFile(name: 'collated_versions.yml', newLine: true, sort: true)
-    EVALUATE(CLUSTER.out.clusters.map { _meta, clusters -> clusters }.collect(), ch_beside, ch_stage_versions)
+    // No slide clustered (every one failed, each failure ignored): the run fails, it does not
+    // report success with no summary.
+    ch_all_clusters = CLUSTER.out.clusters
+        .map { _meta, clusters -> clusters }
+        .collect()
+        .ifEmpty { error("senca-st: no slide finished: every slide had a failed task (see the 'Error is ignored' lines above)") }
+    EVALUATE(ch_all_clusters, ch_beside, ch_stage_versions)
 
     // Slides that did not reach the end (a task failed and was ignored).
     ch_incomplete = ch_slides

@@ -7,15 +7,17 @@ process EMBED_PATCHES {
     path(weights, stageAs: 'weights/*')
 
     output:
-    tuple val(meta), path("${prefix}.patches.parquet"), emit: patches
-    tuple val(meta), path("${prefix}.patches_qc.png"), emit: qc
+    tuple val(meta), path("${meta.id}.patches.parquet"), emit: patches
+    tuple val(meta), path("${meta.id}.patches_qc.png"), emit: qc
     path "versions.yml", emit: versions
 
     script:
     def args = task.ext.args ?: ''
-    prefix = task.ext.prefix ?: "${meta.id}"
     def weights_arg = weights ? "--weights ${weights}" : ''
     """
+    # torch, BLAS and numba use the CPUs Nextflow gave the task, not every core of the node
+    export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus} OPENBLAS_NUM_THREADS=${task.cpus} NUMBA_NUM_THREADS=${task.cpus}
+
     senca embed-patches \\
         --spots ${spots} \\
         --image ${image} \\
@@ -30,9 +32,8 @@ process EMBED_PATCHES {
     """
 
     stub:
-    prefix = task.ext.prefix ?: "${meta.id}"
     """
-    touch ${prefix}.patches.parquet ${prefix}.patches_qc.png
+    touch ${meta.id}.patches.parquet ${meta.id}.patches_qc.png
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

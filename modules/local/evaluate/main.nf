@@ -18,6 +18,9 @@ process EVALUATE {
     script:
     def args = task.ext.args ?: ''
     """
+    # torch, BLAS and numba use the CPUs Nextflow gave the task, not every core of the node
+    export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus} OPENBLAS_NUM_THREADS=${task.cpus} NUMBA_NUM_THREADS=${task.cpus}
+
     senca evaluate \\
         ${clusters} \\
         --versions ${versions} \\

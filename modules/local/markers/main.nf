@@ -6,14 +6,16 @@ process MARKERS {
     tuple val(meta), path(clusters), path(h5ad)
 
     output:
-    tuple val(meta), path("${prefix}.markers.parquet"), emit: markers
-    tuple val(meta), path("${prefix}.markers.png"), emit: figure
+    tuple val(meta), path("${meta.id}.markers.parquet"), emit: markers
+    tuple val(meta), path("${meta.id}.markers.png"), emit: figure
     path "versions.yml", emit: versions
 
     script:
     def args = task.ext.args ?: ''
-    prefix = task.ext.prefix ?: "${meta.id}"
     """
+    # torch, BLAS and numba use the CPUs Nextflow gave the task, not every core of the node
+    export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus} OPENBLAS_NUM_THREADS=${task.cpus} NUMBA_NUM_THREADS=${task.cpus}
+
     senca markers \\
         --clusters ${clusters} \\
         --h5ad ${h5ad} \\
@@ -27,9 +29,8 @@ process MARKERS {
     """
 
     stub:
-    prefix = task.ext.prefix ?: "${meta.id}"
     """
-    touch ${prefix}.markers.parquet ${prefix}.markers.png
+    touch ${meta.id}.markers.parquet ${meta.id}.markers.png
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

@@ -6,23 +6,25 @@ process PREPROCESS {
     tuple val(meta), path(data, stageAs: 'data/*'), path(image, stageAs: 'image/*'), path(positions, stageAs: 'positions/*'), path(labels, stageAs: 'labels/*')
 
     output:
-    tuple val(meta), path("${prefix}.spots.parquet"), emit: spots
-    tuple val(meta), path("${prefix}.expr.parquet"), emit: expr
-    tuple val(meta), path("${prefix}.graph.parquet"), emit: graph
-    tuple val(meta), path("${prefix}.h5ad"), emit: h5ad
-    tuple val(meta), path("${prefix}.image.png"), emit: image, optional: true
+    tuple val(meta), path("${meta.id}.spots.parquet"), emit: spots
+    tuple val(meta), path("${meta.id}.expr.parquet"), emit: expr
+    tuple val(meta), path("${meta.id}.graph.parquet"), emit: graph
+    tuple val(meta), path("${meta.id}.h5ad"), emit: h5ad
+    tuple val(meta), path("${meta.id}.image.png"), emit: image, optional: true
     path "versions.yml", emit: versions
 
     script:
     def args = task.ext.args ?: ''
-    prefix = task.ext.prefix ?: "${meta.id}"
     def image_arg = image ? "--image ${image}" : ''
     def positions_arg = positions ? "--positions ${positions}" : ''
     def labels_arg = labels ? "--labels ${labels}" : ''
     def n_clusters_arg = meta.n_clusters ? "--n-clusters ${meta.n_clusters}" : ''
     """
+    # torch, BLAS and numba use the CPUs Nextflow gave the task, not every core of the node
+    export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus} OPENBLAS_NUM_THREADS=${task.cpus} NUMBA_NUM_THREADS=${task.cpus}
+
     senca preprocess \\
-        --sample ${prefix} \\
+        --sample ${meta.id} \\
         --data ${data} \\
         ${image_arg} \\
         ${positions_arg} \\
@@ -38,9 +40,8 @@ process PREPROCESS {
     """
 
     stub:
-    prefix = task.ext.prefix ?: "${meta.id}"
     """
-    touch ${prefix}.spots.parquet ${prefix}.expr.parquet ${prefix}.graph.parquet ${prefix}.h5ad
+    touch ${meta.id}.spots.parquet ${meta.id}.expr.parquet ${meta.id}.graph.parquet ${meta.id}.h5ad
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

@@ -6,16 +6,18 @@ process TRAIN_SENCA {
     tuple val(meta), path(spots), path(expr), path(graph), path(patches)
 
     output:
-    tuple val(meta), path("${prefix}.model.pt"), emit: model
-    tuple val(meta), path("${prefix}.embeddings.parquet"), emit: embeddings
-    tuple val(meta), path("${prefix}.train_log.parquet"), emit: train_log
+    tuple val(meta), path("${meta.id}.model.pt"), emit: model
+    tuple val(meta), path("${meta.id}.embeddings.parquet"), emit: embeddings
+    tuple val(meta), path("${meta.id}.train_log.parquet"), emit: train_log
     path "versions.yml", emit: versions
 
     script:
     def args = task.ext.args ?: ''
-    prefix = task.ext.prefix ?: "${meta.id}"
     def patches_arg = patches ? "--patches ${patches}" : ''
     """
+    # torch, BLAS and numba use the CPUs Nextflow gave the task, not every core of the node
+    export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus} OPENBLAS_NUM_THREADS=${task.cpus} NUMBA_NUM_THREADS=${task.cpus}
+
     senca train-senca \\
         --spots ${spots} \\
         --expr ${expr} \\
@@ -31,9 +33,8 @@ process TRAIN_SENCA {
     """
 
     stub:
-    prefix = task.ext.prefix ?: "${meta.id}"
     """
-    touch ${prefix}.model.pt ${prefix}.embeddings.parquet ${prefix}.train_log.parquet
+    touch ${meta.id}.model.pt ${meta.id}.embeddings.parquet ${meta.id}.train_log.parquet
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
