@@ -68,11 +68,6 @@ def load_slide(dataset: str, sample: str, flavor: str | None, n_hvg: int | None,
     return arrays
 
 
-def zscore(expr: np.ndarray) -> np.ndarray:
-    sd = expr.std(axis=0)
-    return ((expr - expr.mean(axis=0)) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
-
-
 def scores(embedding: np.ndarray, labels: np.ndarray, seed: int, methods: list[str]) -> dict[str, float]:
     from sklearn.cluster import AgglomerativeClustering
     from sklearn.metrics import adjusted_rand_score
@@ -95,13 +90,14 @@ def scores(embedding: np.ndarray, labels: np.ndarray, seed: int, methods: list[s
 def run_one(job: dict) -> list[dict]:
     import torch
 
+    from senca.substitute import image_substitute
     from senca.tiling import build_slide_graph
-    from senca.train import TrainConfig, image_substitute, train_senca
+    from senca.train import TrainConfig, scale_genes, train_senca
 
     torch.set_num_threads(job["threads"])
     logging.getLogger("senca").setLevel(logging.WARNING)
     slide = load_slide(job["dataset"], job["sample"], job["flavor"], job["n_hvg"], Path(job["cache"]))
-    expr = zscore(slide["expr"]) if job["gene_scale"] == "zscore" else slide["expr"]
+    expr = scale_genes(slide["expr"].copy(), job["gene_scale"])
     labels, seed = slide["labels"], job["seed"]
     base = {"dataset": job["dataset"], "sample": job["sample"], "seed": seed, "tag": job["tag"]}
     rows = []

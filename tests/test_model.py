@@ -20,6 +20,7 @@ from senca.model import (
     nt_xent,
 )
 from senca.model.losses import cell_mean, overlapping_windows, pool_cells, reconstruction_mse, window_mean
+from senca.substitute import image_substitute
 from senca.tiling import (
     HALO_HOPS,
     build_slide_graph,
@@ -31,7 +32,6 @@ from senca.tiling import (
 from senca.train import (
     TrainConfig,
     embed_slide,
-    image_substitute,
     select_k,
     tile_losses,
     train_senca,

@@ -16,6 +16,7 @@ from torch_geometric.utils import k_hop_subgraph, subgraph
 from senca.graph import knn_edges
 from senca.model.losses import pool_cells, window_mean
 from senca.model.senca import ImageHead
+from senca.substitute import neighbourhood_smooth, pca
 from senca.tiling import (
     HALO_HOPS,
     EdgeRows,
@@ -26,7 +27,6 @@ from senca.tiling import (
     make_tile,
     spatial_tiles,
 )
-from senca.train import neighbourhood_smooth, pca
 
 FIELDS = ("nodes", "gcn_edges", "gcn_weight", "attention_edges", "window_edges")
 

@@ -48,7 +48,7 @@ from senca.model.losses import (
 )
 from senca.model.senca import ModelConfig, SencaModel, SencaOutput
 from senca.progress import progress
-from senca.substitute import image_substitute, neighbourhood_smooth, pca  # noqa: F401 (re-exported)
+from senca.substitute import image_substitute
 from senca.tiling import SlideGraph, Tile, build_slide_graph, cell_batches, make_tile, spatial_tiles
 
 log = logging.getLogger("senca")
