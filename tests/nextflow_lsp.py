@@ -93,6 +93,17 @@ def locate_jar(fetch: bool = True) -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
+def jar_or_skip(suite: str) -> Path:
+    """The jar for a test suite that needs Java and the server, or a pytest skip naming ``suite`` and why."""
+    import pytest
+
+    try:
+        java_command()
+        return locate_jar(fetch=True)
+    except LspUnavailable as exc:
+        pytest.skip(f"{suite}: skipped: {exc}")
+
+
 def java_command() -> str:
     """The ``java`` executable (``$JAVA_HOME/bin/java`` first); Java 17+ is what the server needs."""
     home = os.environ.get("JAVA_HOME")

@@ -29,7 +29,7 @@ from nextflow_config import (
 )
 from nextflow_nfschema import samplesheet_to_list
 
-from nextflow_lsp import REPO, LspUnavailable, java_command, locate_jar
+from nextflow_lsp import REPO, LspUnavailable, jar_or_skip
 
 DOCS = REPO / "docs" / "nextflow.md"
 README = REPO / "README.md"
@@ -61,11 +61,7 @@ PROFILE_SETS = {
 
 @pytest.fixture(scope="module")
 def jar() -> Path:
-    try:
-        java_command()
-        return locate_jar(fetch=True)
-    except LspUnavailable as exc:
-        pytest.skip(f"nextflow config: skipped: {exc}")
+    return jar_or_skip("nextflow config")
 
 
 # ------------------------------------------------------------------------------------------------

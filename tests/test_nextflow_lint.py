@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from nextflow_lsp import REPO, Diagnostic, LspUnavailable, find_sources, java_command, lint, locate_jar
+from nextflow_lsp import (
+    REPO,
+    Diagnostic,
+    find_sources,
+    jar_or_skip,
+    lint,
+)
 
 # Messages for constructs Nextflow is phasing out (the server's "future" warnings).
 DEPRECATION = re.compile(r"deprecated|will not be supported|no longer supported|future version", re.I)
@@ -27,11 +33,7 @@ EXPECTED = ["main.nf", "workflows/senca.nf", "nextflow.config", "conf/base.confi
 
 @pytest.fixture(scope="module")
 def jar() -> Path:
-    try:
-        java_command()
-        return locate_jar(fetch=True)
-    except LspUnavailable as exc:
-        pytest.skip(f"nextflow-lint: skipped: {exc}")
+    return jar_or_skip("nextflow-lint")
 
 
 def gate(root: Path, jar: Path, files: list[Path] | None = None) -> tuple[str, list[Diagnostic], list[Diagnostic]]:
