@@ -22,11 +22,9 @@ workflow {
         error(image_problem)
     removeStaleListing("${params.outdir}/pipeline_info/incomplete_samples.txt")
 
-    def slides = readSamplesheet(params.input)
-    ch_slides = channel.fromList(slides.collect { slide -> slide.inputs })
-    ch_known_images = channel.fromList(slides.findAll { slide -> slide.patch_image }.collect { slide -> [slide.inputs[0], slide.patch_image] })
+    ch_slides = channel.fromList(readSamplesheet(params.input))
     ch_weights = channel.value(params.weights && params.weights != 'random' ? file(params.weights, checkIfExists: true) : [])
-    SENCA(ch_slides, ch_known_images, ch_weights)
+    SENCA(ch_slides, ch_weights)
 
     SENCA.out.versions
         .map { versions -> versions.text.trim() }
@@ -49,9 +47,11 @@ workflow {
 }
 
 /*
- * The samplesheet as a list of slides: `inputs` = [meta, data, image, positions, labels] (files,
- * or [] where absent) for PREPROCESS, and `patch_image`, the H&E embed-patches will use where it
- * is known before preprocessing.
+ * The samplesheet as PREPROCESS's inputs, one per slide: [meta, data, image, positions, labels]
+ * (files, or [] where absent). An `image` cell may instead be a keyword, as senca's own samplesheet
+ * reader takes it: hires, lowres or none (which of a Space Ranger / .h5ad slide's own images, or
+ * image-less) goes to preprocess as meta.image_choice; auto is the same as an empty cell. Which image
+ * a slide finally uses is preprocess's to decide (image QC, fallback), not this function's.
  * nf-schema checks each row's shape (assets/schema_input.json); here relative paths are resolved
  * against the samplesheet's own folder (as `senca preprocess --samplesheet` does) and every
  * missing file is reported at once.
@@ -67,42 +67,30 @@ def readSamplesheet(input) {
         def id = row[0].id
         if( !(id instanceof CharSequence || id instanceof Integer || id instanceof Long || id instanceof BigInteger) )
             problems << "sample ${id}: reads as a number (nf-schema types every cell), so its text is lost: add a letter to the id"
-        def meta = row[0] + [id: id.toString()]
+        def keyword = imageKeyword(row[2])
+        def meta = row[0] + [id: id.toString()] + (keyword && keyword != 'auto' ? [image_choice: keyword] : [:])
         def paths = ['data', 'image', 'positions', 'labels'].withIndex().collectEntries { column, i ->
-            def path = row[i + 1] ? resolveAgainst(sheet.parent, row[i + 1].toString()) : null
+            def path = row[i + 1] && !(column == 'image' && keyword) ? resolveAgainst(sheet.parent, row[i + 1].toString()) : null
             if( path != null && !path.exists() )
                 problems << "sample ${meta.id}: ${column} not found: ${path}"
             [(column): path]
         }
-        [
-            inputs: [meta, paths.data, paths.image ?: [], paths.positions ?: [], paths.labels ?: []],
-            patch_image: patchImage(paths.data, paths.image)
-        ]
+        [meta, paths.data, paths.image ?: [], paths.positions ?: [], paths.labels ?: []]
     }
     if( problems )
         error("Samplesheet ${sheet}: ${problems.size()} problem(s):\n  " + problems.join('\n  '))
     return slides
 }
 
+// An `image` cell's keyword (senca.io.samplesheet.IMAGE_CHOICES, any case), lower-cased; null for a file or none.
+def imageKeyword(cell) {
+    def text = cell instanceof CharSequence ? cell.toString().trim().toLowerCase() : ''
+    return text in ['auto', 'hires', 'lowres', 'none'] ? text : null
+}
+
 // An absolute path or URL as given, a relative one from the samplesheet's folder.
 def resolveAgainst(base, String value) {
     return value.startsWith('/') || value.contains('://') ? file(value) : base.resolve(value)
-}
-
-/*
- * The image embed-patches must cut patches from, where it is known before preprocessing: the
- * samplesheet's image, else the image senca's Space Ranger reader picks from outs/spatial/
- * (hires before lowres, as senca.io.readers.choose_visium_image does, so the spot coordinates
- * preprocess scaled into that image's frame match it). null: no image, or one inside an .h5ad.
- */
-def patchImage(data, image) {
-    if( image )
-        return image
-    if( data != null && data.isDirectory() )
-        return ['tissue_hires_image.png', 'tissue_lowres_image.png']
-            .collect { name -> data.resolve('spatial').resolve(name) }
-            .find { candidate -> candidate.exists() }
-    return null
 }
 
 /*

@@ -3,7 +3,7 @@
 The modules' ``script:`` blocks, ``conf/modules.config``'s ``ext.args`` closures and the
 ``params`` of ``nextflow.config``/``conf/*.config`` are written in a small, deliberate subset of
 Groovy (string literals and GStrings, ``?:``, ``? :``, ``==``/``!=``, ``!``, ``&&``/``||``,
-property access, list literals, ``join``/``findAll``/``trim``). This module parses exactly that
+property access, list literals, ``join``/``findAll``/``trim``/``contains``). This module parses exactly that
 subset and evaluates it with Groovy's semantics (Groovy truth, ``null``, list rendering, number
 formatting), so the tests can
 
@@ -450,6 +450,8 @@ class Evaluator:
             return [v for v in value if truth(v)]
         if name == "trim" and isinstance(value, str):
             return value.strip()
+        if name == "contains" and isinstance(value, (str, list)):
+            return args[0] in value
         if name == "endsWith" and isinstance(value, str):
             return value.endswith(args[0])
         if name == "length" and isinstance(value, str):
@@ -663,7 +665,7 @@ def _split_script(section: str) -> tuple[list[str], str]:
     end = section.index('"""', start + 3) + 3
     if section[end:].strip():
         raise GroovySubsetError(f"text after the script string: {section[end:].strip()[:60]!r}")
-    return _statements(section[:start]), section[start:end]
+    return _statements(_strip_comments(section[:start])), section[start:end]  # `//` comments between statements
 
 
 def process_scope(process: Process, inputs: dict[str, Any], ext_args: str | None, prefix: str | None = None,

@@ -44,7 +44,7 @@ DIRECTIVES = ["executor", "container", "containerOptions", "accelerator", "clust
 NF_SCHEMA_MIN_NEXTFLOW = {"2.4": "24.10.0", "2.5": "25.04.0", "2.6": "25.10.0", "2.7": "25.10.0", "2.8": "25.10.0"}
 # nf-schema 2.5.1's help flags (validation/config/HelpConfig.groovy: fullParameter, showHiddenParameter).
 NF_SCHEMA_HELP_FLAGS = ("--help", "--helpFull", "--showHidden")
-MAIN_FUNCTIONS = ["readSamplesheet", "resolveAgainst", "patchImage", "containerProblem", "pullableImage",
+MAIN_FUNCTIONS = ["readSamplesheet", "imageKeyword", "resolveAgainst", "containerProblem", "pullableImage",
                   "removeStaleListing"]
 PROFILE_SETS = {
     "defaults": [],
@@ -451,10 +451,10 @@ def test_numeric_sample_ids_become_text_in_main_nf(jar: Path, tmp_path: Path) ->
     assert rows[0][0]["id"] == 151673 and rows[0][1] == 151673, "nf-schema's typing, emulated"
     [answer] = call_main(jar, [{"fn": "readSamplesheet", "args": [str(sheet)]}], rows=rows)
     slides = answer["value"]
-    metas = [slide["inputs"][0] for slide in slides]
+    metas = [slide[0] for slide in slides]
     assert metas == [{"id": "151673", "n_clusters": 7}, {"id": "A1", "n_clusters": []}]
-    assert slides[0]["inputs"][1] == {"path": str(tmp_path / "151673")}
-    assert slides[0]["patch_image"] == {"path": str(tmp_path / "151673" / "spatial" / "tissue_hires_image.png")}
+    assert slides[0][1] == {"path": str(tmp_path / "151673")}
+    assert slides[0][2] == []  # no image guessed from outs/spatial: preprocess chooses it (after QC)
 
 
 def test_whole_numbers_written_as_decimals_are_refused(jar: Path, tmp_path: Path) -> None:
@@ -464,6 +464,41 @@ def test_whole_numbers_written_as_decimals_are_refused(jar: Path, tmp_path: Path
     sheet.write_text("sample,data,image,positions,labels,n_clusters\n1e5,outs,,,,\n2.,outs,,,,\n7,outs,,,,\n")
     [answer] = call_main(jar, [{"fn": "readSamplesheet", "args": [str(sheet)]}], rows=samplesheet_to_list(sheet, SCHEMA))
     assert "2 problem(s)" in answer["abort"] and answer["abort"].count("add a letter") == 2, answer
+
+
+def test_image_keywords_reach_preprocess_as_meta_not_as_files(jar: Path, tmp_path: Path) -> None:
+    """`image` = hires / lowres / none (any case) is the slide's own image by name: meta.image_choice for
+    PREPROCESS, never a missing file; auto is an empty cell; a file is still a file, checked to exist."""
+    for name in ("a", "b", "c", "d", "e", "f"):
+        (tmp_path / name / "spatial").mkdir(parents=True)
+    (tmp_path / "he.png").write_bytes(b"")
+    sheet = tmp_path / "samplesheet.csv"
+    sheet.write_text("sample,data,image,positions,labels,n_clusters\n"
+                     "a,a,hires,,,\nb,b,LowRes,,,\nc,c,none,,,\nd,d,auto,,,\ne,e,he.png,,,\nf,f,,,,\n", encoding="utf-8")
+    rows = samplesheet_to_list(sheet, SCHEMA)
+    assert [row[2] for row in rows] == ["hires", "LowRes", "none", "auto", "he.png", []], "nf-schema's typing, emulated"
+    [answer] = call_main(jar, [{"fn": "readSamplesheet", "args": [str(sheet)]}], rows=rows)
+    assert "abort" not in answer, answer
+    slides = answer["value"]
+    assert [slide[0].get("image_choice") for slide in slides] == ["hires", "lowres", "none", None, None, None]
+    assert [slide[2] for slide in slides] == [[], [], [], [], {"path": str(tmp_path / "he.png")}, []]
+    (tmp_path / "he.png").unlink()
+    [answer] = call_main(jar, [{"fn": "readSamplesheet", "args": [str(sheet)]}], rows=rows)
+    assert "1 problem(s)" in answer["abort"] and "sample e: image not found" in answer["abort"], answer
+
+
+def test_main_nf_guesses_no_image_before_preprocessing() -> None:
+    """The image embed-patches gets is the one preprocess chose (PREPROCESS.out.chosen_image), never one
+    main.nf picked from the samplesheet or outs/spatial beforehand (QC may reject it, a choice may skip it)."""
+    main = MAIN.read_text(encoding="utf-8")
+    workflow = (REPO / "workflows" / "senca.nf").read_text(encoding="utf-8")
+    for text in (main, workflow):
+        assert "patchImage" not in text and "ch_known_images" not in text and "tissue_hires_image" not in text
+    assert "SENCA(ch_slides, ch_weights)" in main
+    routed = re.search(r"ch_routed = PREPROCESS\.out\.spots\s*\.join\(([^)]*)\)", workflow)
+    assert routed and routed.group(1) == "PREPROCESS.out.chosen_image, remainder: true", routed
+    assert re.search(r"EMBED_PATCHES\(ch_routed\.with_image\b", workflow)
+    assert "ch_routed.with_image" in workflow.split("CLUSTER(")[0].split("ch_image_or_none")[1]
 
 
 def test_missing_files_are_reported_together(jar: Path, tmp_path: Path) -> None:

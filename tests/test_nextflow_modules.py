@@ -58,7 +58,7 @@ OPTIONAL_INPUTS = {"PREPROCESS": {"image", "positions", "labels"}, "EMBED_PATCHE
 GPU_PROCESSES = {"EMBED_PATCHES", "TRAIN_SENCA"}
 # Params that switch every optional flag on, so no ext.args branch goes unchecked.
 EVERYTHING_ON = {"k": 6, "weights": "random", "patch_px": 96, "input_px": 64, "combine": "sum", "no_cross_attention": True,
-                 "no_hierarchical": True, "device": "cpu"}
+                 "no_hierarchical": True, "device": "cpu", "image_choice": "lowres", "normalised": True}
 PARAM_SETS = {
     "defaults": lambda: read_params(REPO / "nextflow.config"),
     "test": lambda: read_params(REPO / "nextflow.config", REPO / "conf" / "test.config"),
@@ -249,6 +249,44 @@ def test_params_reach_the_commands() -> None:
     assert "--device cuda" in gpu
     preprocess, _ = rendered(procs["PREPROCESS"], PARAM_SETS["everything-on"](), full=True)
     assert "--k 6" in preprocess
+    assert "--image-choice lowres" in preprocess and "--normalised" in preprocess
+
+
+@pytest.mark.parametrize("choice", ["hires", "lowres", "none"])
+def test_image_choice_and_normalised_params_reach_preprocess(choice: str) -> None:
+    """--image_choice / --normalised become preprocess's --image-choice / --normalised (auto and off: no
+    flag, senca's own defaults); every rendering also asks preprocess to hand on the image it chose."""
+    process = processes()["PREPROCESS"]
+    defaults = PARAM_SETS["test"]()
+    plain, _ = rendered(process, defaults, full=True)
+    assert "--image-choice" not in plain and "--normalised" not in plain
+    chosen, _ = rendered(process, defaults | {"image_choice": choice, "normalised": True}, full=False)
+    senca = command_lines(chosen)[0][1]
+    assert senca[senca.index("--image-choice") + 1] == choice and "--normalised" in senca
+    assert cli_problems(senca) == []
+    for script in (plain, chosen):
+        assert "--export-image" in command_lines(script)[0][1]
+    for name in sorted(set(COMMAND_OF) - {"PREPROCESS"}):  # preprocess decides; no other stage is told
+        other, _ = rendered(processes()[name], defaults | {"image_choice": choice, "normalised": True}, full=True)
+        assert "--image-choice" not in other and "--normalised" not in other, name
+
+
+@pytest.mark.parametrize("keyword", ["hires", "lowres", "none"])
+def test_samplesheet_image_keyword_reaches_preprocess_as_its_image(keyword: str) -> None:
+    """main.nf puts an `image` keyword in meta.image_choice (no file is staged): PREPROCESS passes it as
+    --image KEYWORD, which senca ranks above the run-wide --image-choice, as `senca run` does."""
+    process = processes()["PREPROCESS"]
+    params = PARAM_SETS["test"]() | {"image_choice": "none" if keyword != "none" else "hires"}
+    inputs = fake_inputs(process, full=False)
+    inputs["meta"] = {"id": "S1", "image_choice": keyword}
+    script = render(process, process_scope(process, inputs, ext_args(settings(params), "PREPROCESS", inputs["meta"])))
+    senca = command_lines(script)[0][1]
+    assert senca[senca.index("--image") + 1] == keyword and cli_problems(senca) == []
+    # a staged file is the image itself (main.nf never sends both)
+    inputs["image"] = "image/S1.image.x"
+    script = render(process, process_scope(process, inputs, ext_args(settings(params), "PREPROCESS", inputs["meta"])))
+    senca = command_lines(script)[0][1]
+    assert senca[senca.index("--image") + 1] == "image/S1.image.x" and senca.count("--image") == 1
 
 
 @pytest.mark.parametrize("name", sorted(COMMAND_OF))
@@ -336,7 +374,7 @@ def senca_run_layout() -> set[str]:
 def test_publish_layout_is_senca_runs() -> None:
     params = PARAM_SETS["test"]() | {"outdir": "OUT"}
     config = settings(params)
-    published = set()
+    published, unpublished = set(), set()
     for name, process in processes().items():
         _, scope = rendered(process, params, full=True)
         rules = config.get(f"withName:{name}", {}).get("publishDir", config["*"]["publishDir"])
@@ -344,10 +382,13 @@ def test_publish_layout_is_senca_runs() -> None:
         meta = {"id": "S1"}
         for _out, names in output_names(process, scope):
             for filename in names:
-                filename = filename.replace("*", "S1")
+                filename = filename.replace(".chosen_image.*", ".chosen_image.png").replace("*", "S1")
                 target = rules["saveAs"](filename)
                 if filename == "versions.yml":
                     assert target is None, f"{name}: versions.yml is collected, not published"
+                    continue
+                if target is None:
+                    unpublished.add(f"{name}:{filename}")
                     continue
                 folder = rules["path"].bind(meta=meta)() if isinstance(rules["path"], Closure) else rules["path"]
                 assert folder.startswith("OUT"), folder
@@ -358,6 +399,8 @@ def test_publish_layout_is_senca_runs() -> None:
     extra = published - layout
     assert extra <= {"S1/S1.image.png"}, sorted(extra)
     assert layout <= published, f"in senca run's layout, not published: {sorted(layout - published)}"
+    # the image preprocess hands to embed-patches is the input image again: staged, never published
+    assert unpublished == {"PREPROCESS:S1.chosen_image.png"}, sorted(unpublished)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -489,17 +532,6 @@ def run_task(root: Path, process: Process, meta: dict[str, Any] | None, files: d
     return task
 
 
-def known_image(spec: Any) -> Path | None:
-    """main.nf's patchImage(): the samplesheet's image, else the outs/ hires/lowres image."""
-    if spec.image is not None:
-        return spec.image
-    if spec.data.is_dir():
-        for name in ("tissue_hires_image.png", "tissue_lowres_image.png"):
-            if (spec.data / "spatial" / name).exists():
-                return spec.data / "spatial" / name
-    return None
-
-
 def run_slide(root: Path, spec: Any, params: dict[str, Any], full: bool) -> dict[tuple[str, str], Task]:
     """One slide through the modules, chained as workflows/senca.nf chains them (``full``: every
     stage; else PREPROCESS only)."""
@@ -516,7 +548,7 @@ def run_slide(root: Path, spec: Any, params: dict[str, Any], full: bool) -> dict
                              "labels": spec.labels or []})
     if not full:
         return tasks
-    image = known_image(spec) or next(iter(pre.outputs["image"]), None)
+    image = next(iter(pre.outputs["chosen_image"]), None)  # workflows/senca.nf: the image preprocess chose, or none
     patches: Any = []
     if image is not None:
         emb = run("EMBED_PATCHES", {"spots": pre.outputs["spots"][0], "image": image, "weights": []})
@@ -542,9 +574,10 @@ def demo_tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str]
     from concurrent.futures import ThreadPoolExecutor
 
     from senca.io.samplesheet import read_samplesheet
+    from senca.pipeline import may_use_image
 
     specs = read_samplesheet(DEMO_SHEET)
-    chains = {next(s.sample for s in specs if s.image is not None), next(s.sample for s in specs if known_image(s) is None)}
+    chains = {next(s.sample for s in specs if s.image is not None), next(s.sample for s in specs if not may_use_image(s))}
     params = PARAM_SETS["test"]()
     root = tmp_path_factory.mktemp("nextflow-tasks")
     tasks: dict[tuple[str, str], Task] = {}
@@ -564,19 +597,93 @@ def demo_tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str]
 
 
 def test_patch_image_is_the_image_preprocess_resolved(demo_tasks: dict[tuple[str, str], Task]) -> None:
-    """main.nf picks the image embed-patches gets (samplesheet's, else outs/spatial hires > lowres,
-    else the .h5ad's written out): it must be the very image preprocess scaled the spots into."""
+    """The image embed-patches gets (PREPROCESS.out.chosen_image) is the very image preprocess scaled the
+    spots into and recorded in their metadata (the same bytes, the same size), or none when it chose none."""
+    from PIL import Image
+
     from senca.io.artifacts import read_meta
     from senca.io.samplesheet import read_samplesheet
 
     for spec in read_samplesheet(DEMO_SHEET):
         pre = demo_tasks[("PREPROCESS", spec.sample)]
         image = (read_meta(pre.outputs["spots"][0], "spots").get("image") or {})
-        chosen = known_image(spec) or next(iter(pre.outputs["image"]), None)
-        if chosen is None:
-            assert image.get("path") is None, spec.sample
-        else:
-            assert image.get("path") is not None and Path(image["path"]).name == chosen.name, (spec.sample, image)
+        chosen = pre.outputs["chosen_image"]
+        if image.get("path") is None:
+            assert chosen == [], spec.sample
+            continue
+        assert [p.name for p in chosen] == [f"{spec.sample}.chosen_image{Path(image['path']).suffix.lower()}"]
+        assert chosen[0].read_bytes() == Path(image["path"]).read_bytes(), spec.sample
+        with Image.open(chosen[0]) as pixels:
+            assert pixels.size == (image["width"], image["height"]), spec.sample
+        if ("EMBED_PATCHES", spec.sample) in demo_tasks:
+            embed = demo_tasks[("EMBED_PATCHES", spec.sample)].script
+            assert f"--image image/{chosen[0].name}" in embed, embed
+
+
+def blank_hires_outs(folder: Path) -> Path:
+    """A Space Ranger folder whose hires image is all black (image QC rejects it) beside a good lowres."""
+    from PIL import Image
+
+    from senca.synthetic import make_synthetic_slide
+
+    slide = make_synthetic_slide(folder, sample="vis", fmt="visium", n_rows=8, n_cols=8, n_genes=60, n_regions=2,
+                                 seed=1)
+    spatial = slide.data / "spatial"
+    hires = Image.open(spatial / "tissue_hires_image.png")
+    hires.resize((hires.width // 4, hires.height // 4)).save(spatial / "tissue_lowres_image.png")
+    Image.new("RGB", hires.size, (0, 0, 0)).save(spatial / "tissue_hires_image.png")
+    return slide.data
+
+
+def test_embed_patches_gets_the_image_preprocess_fell_back_to(tmp_path: Path) -> None:
+    """hires fails image QC, preprocess falls back to lowres and scales the spots into it: the image the
+    modules hand on is that lowres, and embed-patches runs on it. (The hires that main.nf used to pick up
+    front would not match the spots: embed-patches refuses an image of another size.)"""
+    outs = blank_hires_outs(tmp_path / "slide")
+    params = PARAM_SETS["test"]()
+    procs = processes()
+    meta = {"id": "vis"}
+    pre = run_task(tmp_path, procs["PREPROCESS"], meta, {"data": outs, "image": [], "positions": [], "labels": []},
+                   params)
+    assert "falling back to tissue_lowres_image.png" in (pre.folder / ".command.err").read_text()
+    assert pre.missing == [] and pre.undeclared == []
+    [chosen] = pre.outputs["chosen_image"]
+    assert chosen.read_bytes() == (outs / "spatial" / "tissue_lowres_image.png").read_bytes()
+    emb = run_task(tmp_path, procs["EMBED_PATCHES"], meta, {"spots": pre.outputs["spots"][0], "image": chosen,
+                                                            "weights": []}, params)
+    assert emb.missing == [] and emb.undeclared == []
+    hires = outs / "spatial" / "tissue_hires_image.png"
+    wrong = run_cli_task(tmp_path / "wrong", ["senca", "embed-patches", "--spots", str(pre.outputs["spots"][0]),
+                                              "--image", str(hires), "--encoder", params["encoder"], "--outdir", "."])
+    assert wrong.returncode == 2 and "spot coordinates were resolved for a" in wrong.stderr
+
+
+@pytest.mark.parametrize(("how", "expected"), [
+    ({"params": {"image_choice": "none"}}, None),
+    ({"meta": {"image_choice": "none"}}, None),
+    ({"meta": {"image_choice": "hires"}, "params": {"image_choice": "none"}}, "tissue_hires_image.png"),
+    ({"params": {"image_choice": "lowres"}}, "tissue_lowres_image.png"),
+])
+def test_explicit_image_choice_decides_what_embed_patches_gets(tmp_path: Path, how: dict[str, Any],
+                                                               expected: str | None) -> None:
+    """--image_choice and the samplesheet keyword (meta.image_choice; it wins) decide the image preprocess
+    hands on, even an image QC rejects (asked for explicitly); `none` hands on nothing: the slide runs
+    image-less, as workflows/senca.nf routes a slide without chosen_image."""
+    outs = blank_hires_outs(tmp_path / "slide")
+    params = PARAM_SETS["test"]() | how.get("params", {})
+    meta = {"id": "vis"} | how.get("meta", {})
+    pre = run_task(tmp_path, processes()["PREPROCESS"], meta, {"data": outs, "image": [], "positions": [],
+                                                               "labels": []}, params)
+    assert pre.missing == [] and pre.undeclared == []
+    if expected is None:
+        assert pre.outputs["chosen_image"] == []
+    else:
+        assert [p.read_bytes() for p in pre.outputs["chosen_image"]] == [(outs / "spatial" / expected).read_bytes()]
+
+
+def run_cli_task(folder: Path, tokens: list[str]) -> subprocess.CompletedProcess[str]:
+    folder.mkdir(parents=True)
+    return subprocess.run(tokens, cwd=folder, env=task_env(), capture_output=True, text=True, timeout=600)
 
 
 def test_demo_covers_every_route(demo_tasks: dict[tuple[str, str], Task]) -> None:
@@ -615,24 +722,6 @@ def test_evaluate_scores_the_labelled_demo_slides(demo_tasks: dict[tuple[str, st
     assert "Software versions" in report and "TRAIN_SENCA" in report  # collated from the stage tasks
 
 
-def test_main_nf_picks_visium_images_in_the_readers_order(tmp_path: Path) -> None:
-    """main.nf's patchImage() must prefer the image senca's Space Ranger reader prefers."""
-    from senca.io.readers import choose_visium_image
-
-    listed = re.search(r"\[('tissue_\w+_image\.png'(?:,\s*'tissue_\w+_image\.png')*)\]", (REPO / "main.nf").read_text())
-    assert listed, "main.nf lists no Space Ranger image names"
-    order = [name.strip(" '") for name in listed.group(1).split(",")]
-    factors = {"tissue_hires_scalef": 0.5, "tissue_lowres_scalef": 0.1}
-    for name in order:
-        (tmp_path / name).write_bytes(b"")
-    picked = []
-    while order[len(picked):]:
-        choice = choose_visium_image(tmp_path, None, factors).path
-        picked.append(choice.name)
-        choice.unlink()
-    assert picked == order and choose_visium_image(tmp_path, None, factors).path is None
-
-
 @pytest.mark.parametrize("name", sorted(COMMAND_OF))
 def test_stub_writes_every_required_output(tmp_path: Path, name: str) -> None:
     process = processes()[name]
@@ -648,6 +737,32 @@ def test_stub_writes_every_required_output(tmp_path: Path, name: str) -> None:
     meta = None if name == "EVALUATE" else {"id": "S1"}
     task = run_task(tmp_path, process, meta, files, PARAM_SETS["test"](), stub=True)
     assert task.missing == [] and task.undeclared == []
+
+
+@pytest.mark.parametrize(("image", "meta", "params", "routed"), [
+    (True, {}, {}, True),                                          # the slide's own file
+    (False, {}, {}, False),                                        # none: image-less
+    (True, {}, {"image_choice": "none"}, False),                   # --image_choice none beats a file
+    (True, {"image_choice": "none"}, {}, False),                   # the sheet's keyword
+    (False, {"image_choice": "hires"}, {"image_choice": "none"}, True),  # a cell's keyword beats the param
+])
+def test_preprocess_stub_routes_slides_as_a_run_would(tmp_path: Path, image: bool, meta: dict[str, Any],
+                                                      params: dict[str, Any], routed: bool) -> None:
+    """`-stub` runs take the same route: the stub hands on an image where a real run would choose one
+    (without QC: an image file, or a Space Ranger folder's spatial/ images), none where `none` is asked."""
+    data = tmp_path / "inputs" / ("outs" if meta.get("image_choice") == "hires" else "S1.tsv.gz")
+    if data.name == "outs":
+        (data / "spatial").mkdir(parents=True)
+    else:
+        data.parent.mkdir(parents=True)
+        data.touch()
+    he = tmp_path / "inputs" / "S1.jpg"
+    he.touch()
+    files = {"data": data, "image": he if image else [], "positions": [], "labels": []}
+    task = run_task(tmp_path, processes()["PREPROCESS"], {"id": "S1"} | meta, files, PARAM_SETS["test"]() | params,
+                    stub=True)
+    assert task.missing == [] and task.undeclared == []
+    assert [p.name for p in task.outputs["chosen_image"]] == (["S1.chosen_image.png"] if routed else [])
 
 
 def test_bin_senca_runs_the_installed_cli(tmp_path: Path) -> None:

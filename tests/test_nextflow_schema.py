@@ -132,6 +132,9 @@ def test_profile_params_validate(profiles: list[str]) -> None:
     ("lr", -1.0, "less than or equal to the minimum"),
     ("input", "slides.xlsx", "does not match"),
     ("no_hierarchical", "yes", "is not of type 'boolean'"),
+    ("image_choice", "medres", "is not one of"),
+    ("image_choice", "fullres", "is not one of"),
+    ("normalised", "yes", "is not of type 'boolean'"),
     ("not_a_param", 1, "not a parameter"),
 ])
 def test_bad_params_are_rejected(name: str, value: Any, fragment: str) -> None:
@@ -172,6 +175,8 @@ BAD_ROWS = {
     "sample with a space": ("bad id,x.tsv.gz,,spots.tsv,,", "sample"),
     "no data": ("s1,,,,,", "data"),
     "bitmap image": ("s1,outs,he.bmp,,,", "image"),
+    "unknown image keyword": ("s1,outs,medres,,,", "image"),
+    "keyword with a suffix": ("s1,outs,hires.bmp,,,", "image"),
     "n_clusters of 1": ("s1,outs,,,,1", "n_clusters"),
     "n_clusters not a number": ("s1,outs,,,,many", "n_clusters"),
     "counts table without positions": ("s1,counts.tsv.gz,,,,", "positions"),
@@ -205,6 +210,65 @@ def test_bad_samplesheet_reports_every_problem(tmp_path: Path) -> None:
     assert any(e.startswith("row 4: positions:") for e in errors), errors
 
 
+def test_params_image_choice_is_senca_image_choices() -> None:
+    """--image_choice takes exactly senca's IMAGE_CHOICES; --normalised is a flag, off by default."""
+    params = schema_params(load(PARAMS_SCHEMA))
+    assert params["image_choice"]["type"] == "string" and params["image_choice"]["default"] == "auto"
+    assert params["image_choice"]["enum"] == list(senca_samplesheet.IMAGE_CHOICES)
+    assert params["normalised"]["type"] == "boolean" and params["normalised"]["default"] is False
+    assert params_errors(read_params(REPO / "nextflow.config") | {"input": "s.csv", "image_choice": "none",
+                                                                  "normalised": True}) == []
+
+
+@pytest.mark.parametrize("keyword", ["hires", "lowres", "none", "auto", "HiRes", "NONE"])
+def test_image_keywords_pass_for_slides_that_carry_images(keyword: str, tmp_path: Path) -> None:
+    """The schema gives `image` no file-path format (nf-schema's `exists` would report the keyword as a
+    missing file): a keyword passes, as it does senca's own reader, for a Space Ranger folder and an .h5ad."""
+    (tmp_path / "outs").mkdir()
+    (tmp_path / "slide.h5ad").write_bytes(b"")
+    sheet = tmp_path / "samplesheet.csv"
+    sheet.write_text(f"sample,data,image,positions,labels,n_clusters\nv1,outs,{keyword},,,\nh1,slide.h5ad,{keyword},,,\n",
+                     encoding="utf-8")
+    assert [row["image"] for row in read_sheet_rows(sheet)] == [keyword, keyword]  # text, not null or a path
+    assert sheet_errors(sheet) == []
+    specs = senca_samplesheet.read_samplesheet(sheet)
+    assert [s.image_choice for s in specs] == [keyword.lower()] * 2 and all(s.image is None for s in specs)
+    schema = load(INPUT_SCHEMA)["items"]["properties"]["image"]
+    assert "format" not in schema and "exists" not in schema
+
+
+@pytest.mark.parametrize(("keyword", "rejected"), [("none", False), ("auto", False), ("hires", True), ("LOWRES", True)])
+def test_space_ranger_keywords_on_a_legacy_st_slide(keyword: str, rejected: bool, tmp_path: Path) -> None:
+    """hires / lowres name a Space Ranger image: refused for a counts table, by the schema as by senca."""
+    for name in ("counts.tsv.gz", "spots.tsv"):
+        (tmp_path / name).write_bytes(b"")
+    sheet = tmp_path / "samplesheet.csv"
+    sheet.write_text(f"sample,data,image,positions,labels,n_clusters\nst1,counts.tsv.gz,{keyword},spots.tsv,,\n",
+                     encoding="utf-8")
+    errors = sheet_errors(sheet)
+    assert bool(errors) == rejected, errors
+    if rejected:
+        assert any(e.startswith("row 2: ") for e in errors), errors
+        with pytest.raises(SencaError, match="names a Space Ranger image"):
+            senca_samplesheet.read_samplesheet(sheet)
+    else:
+        assert senca_samplesheet.read_samplesheet(sheet)[0].image_choice == keyword
+
+
+def test_docs_samplesheet_example_passes() -> None:
+    """docs/nextflow.md's samplesheet (image files and keywords) is one the schema accepts."""
+    import re
+    import tempfile
+
+    docs = (REPO / "docs" / "nextflow.md").read_text(encoding="utf-8")
+    block = re.search(r"```csv\n(.*?)```", docs, flags=re.S)
+    assert block and ",none," in block.group(1) and ",lowres," in block.group(1)
+    with tempfile.TemporaryDirectory() as folder:
+        sheet = Path(folder) / "samplesheet.csv"
+        sheet.write_text(block.group(1), encoding="utf-8")
+        assert sheet_errors(sheet) == []
+
+
 def test_good_rows_of_every_kind_pass(tmp_path: Path) -> None:
     sheet = tmp_path / "samplesheet.csv"
     sheet.write_text("sample,data,image,positions,labels,n_clusters\n"
@@ -224,6 +288,7 @@ def test_good_rows_of_every_kind_pass(tmp_path: Path) -> None:
     ("true", True), ("FALSE", False), ("null", NULL),
     ("+5", "+5"), ("0x1F", "0x1F"), ("1-2", "1-2"), ("A1", "A1"), ("151673_band", "151673_band"),
     ("NaN", "NaN"), ("-Infinity", "-Infinity"),
+    ("none", "none"), ("None", "None"), ("hires", "hires"), ("lowres", "lowres"), ("auto", "auto"),  # image keywords stay text
 ])
 def test_cells_are_typed_as_org_json_types_them(text: str, value: Any) -> None:
     got = string_to_value(text)

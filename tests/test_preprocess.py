@@ -190,3 +190,122 @@ def test_st_without_positions(synthetic_slide, tmp_path):
 
 def test_sencaerror_is_one_line():
     assert "\n" not in str(SencaError("a\nb", "/x/y"))
+
+
+# ----------------------------------------------------------------------------- --export-image (the Nextflow route)
+@pytest.fixture(scope="module")
+def blank_hires_outs(tmp_path_factory):
+    """A Space Ranger folder whose tissue_hires_image.png is all black (QC rejects it) beside a good lowres."""
+    from PIL import Image
+
+    from senca.synthetic import make_synthetic_slide
+
+    s = make_synthetic_slide(tmp_path_factory.mktemp("blank_hires"), sample="vis", fmt="visium", n_rows=8, n_cols=8,
+                             n_genes=60, n_regions=2, seed=1)
+    spatial = s.data / "spatial"
+    hires = Image.open(spatial / "tissue_hires_image.png")
+    hires.resize((hires.width // 4, hires.height // 4)).save(spatial / "tissue_lowres_image.png")  # = lowres_scalef
+    Image.new("RGB", hires.size, (0, 0, 0)).save(spatial / "tissue_hires_image.png")
+    return s.data
+
+
+def _chosen(outdir, sample):
+    return sorted(p.name for p in outdir.glob(f"{sample}.chosen_image.*"))
+
+
+def test_export_image_places_the_samplesheet_image_beside_the_outputs(synthetic_slide, tmp_path):
+    import os
+
+    s = synthetic_slide
+    mode = s.image.stat().st_mode
+    out = tmp_path / "o"
+    run_cli("preprocess", *_st_args(s), "--export-image", "-o", out, "-q")
+    chosen = out / f"bad.chosen_image{s.image.suffix.lower()}"
+    assert _chosen(out, "bad") == [chosen.name]
+    assert os.path.samefile(chosen, s.image)  # a hard link on one file system: no bytes copied
+    assert s.image.stat().st_mode == mode  # the input's permissions left alone
+    assert read_meta(out / "bad.spots.parquet")["image"]["path"] == str(s.image.resolve())  # still recorded as itself
+    run_cli("preprocess", *_st_args(s), "--export-image", "-o", out, "-q")  # a rerun replaces it in place
+    assert os.path.samefile(chosen, s.image) and not list(out.glob(".*tmp*"))
+
+
+def test_export_image_copies_where_links_are_refused(synthetic_slide, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def no_links(*_args, **_kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    out = tmp_path / "o"
+    run_cli("preprocess", *_st_args(synthetic_slide), "--export-image", "-o", out, "-q")
+    [name] = _chosen(out, "bad")
+    assert not os.path.samefile(out / name, synthetic_slide.image)
+    assert (out / name).read_bytes() == synthetic_slide.image.read_bytes()
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_without_export_image_nothing_extra_is_written(synthetic_slide, tmp_path):
+    """`senca run` does not ask for it (its embed-patches reads the recorded path): its layout is unchanged."""
+    from senca.io.samplesheet import SlideSpec
+    from senca.pipeline import RunOptions, preprocess_call
+
+    out = tmp_path / "o"
+    run_cli("preprocess", *_st_args(synthetic_slide), "-o", out, "-q")
+    assert sorted(p.name for p in out.iterdir()) == ["bad.expr.parquet", "bad.graph.parquet", "bad.h5ad",
+                                                     "bad.spots.parquet"]
+    s = synthetic_slide
+    call = preprocess_call(SlideSpec("bad", s.data, s.image, s.positions, s.labels), tmp_path, RunOptions())
+    assert "--export-image" not in call.args
+
+
+def test_export_image_follows_image_qc_fallback(blank_hires_outs, tmp_path):
+    """hires rejected by QC: the exported image is the lowres preprocess fell back to, not the hires."""
+    out = tmp_path / "o"
+    result = run_cli("preprocess", "--sample", "vis", "--data", blank_hires_outs, "--export-image", "-o", out)
+    assert "falling back to tissue_lowres_image.png" in result.stderr
+    assert _chosen(out, "vis") == ["vis.chosen_image.png"]
+    lowres = blank_hires_outs / "spatial" / "tissue_lowres_image.png"
+    assert (out / "vis.chosen_image.png").read_bytes() == lowres.read_bytes()
+    image = read_meta(out / "vis.spots.parquet")["image"]
+    assert image["source"] == "lowres" and image["path"] == str(lowres.resolve())
+
+
+@pytest.mark.parametrize(("option", "value", "expected"), [
+    ("--image-choice", "none", None), ("--image", "none", None),
+    ("--image-choice", "hires", "tissue_hires_image.png"), ("--image", "lowres", "tissue_lowres_image.png"),
+])
+def test_export_image_follows_the_explicit_choice(blank_hires_outs, tmp_path, option, value, expected):
+    out = tmp_path / "o"
+    run_cli("preprocess", "--sample", "vis", "--data", blank_hires_outs, option, value, "--export-image", "-o", out, "-q")
+    if expected is None:  # image-less: nothing to hand on
+        assert _chosen(out, "vis") == [] and read_meta(out / "vis.spots.parquet")["image"]["path"] is None
+    else:
+        assert (out / "vis.chosen_image.png").read_bytes() == (blank_hires_outs / "spatial" / expected).read_bytes()
+
+
+def test_export_image_of_an_h5ad_is_the_image_written_out_of_it(tmp_path):
+    import os
+
+    from senca.synthetic import make_synthetic_slide
+
+    s = make_synthetic_slide(tmp_path, sample="H", fmt="h5ad", n_rows=6, n_cols=7, n_genes=40)
+    out = tmp_path / "o"
+    run_cli("preprocess", "--sample", "H", "--data", s.data, "--export-image", "-o", out, "-q")
+    assert os.path.samefile(out / "H.chosen_image.png", out / "H.image.png")
+
+
+@pytest.mark.parametrize("choice", ["hires", "lowres"])
+def test_run_wide_image_choice_leaves_a_slides_own_image_file_alone(synthetic_slide, tmp_path, choice):
+    """One --image-choice for a whole cohort (senca run's rule, the Nextflow pipeline's param): a legacy ST
+    slide keeps its own H&E instead of failing for want of Space Ranger images."""
+    out = tmp_path / "o"
+    run_cli("preprocess", *_st_args(synthetic_slide), "--image-choice", choice, "--export-image", "-o", out, "-q")
+    image = read_meta(out / "bad.spots.parquet")["image"]
+    assert image["source"] == "samplesheet" and image["path"] == str(synthetic_slide.image.resolve())
+    assert _chosen(out, "bad") == [f"bad.chosen_image{synthetic_slide.image.suffix.lower()}"]
+
+
+def test_image_keyword_on_a_legacy_st_slide_is_still_refused(synthetic_slide, tmp_path):
+    result = run_cli("preprocess", *_st_args(synthetic_slide, **{"--image": "lowres"}), "-o", tmp_path, expect=None)
+    assert_one_line_error(result, "legacy ST slide has no Space Ranger images")

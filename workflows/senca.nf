@@ -23,21 +23,19 @@ include { EVALUATE      } from '../modules/local/evaluate/main'
 workflow SENCA {
     take:
     ch_slides         // [meta, data, image, positions, labels]: files, or [] where the samplesheet has none
-    ch_known_images   // [meta, image]: the H&E a slide's patches come from, where known before preprocessing
+                      // (meta.image_choice: the samplesheet's hires / lowres / none keyword, where it has one)
     ch_weights        // value channel: the encoder weights file, or [] for the encoder's default
 
     main:
     PREPROCESS(ch_slides)
 
-    // The H&E each slide's patches are cut from: the samplesheet's image or the image a Space
-    // Ranger outs/ folder holds (both known up front), or the image preprocess wrote out of an .h5ad.
-    ch_images = ch_known_images.mix(PREPROCESS.out.image)
-
-    // A slide with no image anywhere runs image-less (train-senca without --patches). Which slides
-    // those are is known once every preprocess has finished (an .h5ad may carry an image).
+    // The H&E each slide's patches are cut from is exactly the one preprocess chose and scaled the
+    // spot coordinates into (after image QC and its fallback, or the explicit choice), emitted beside
+    // its outputs as {s}.chosen_image.<ext>; nothing is guessed before preprocessing. A slide whose
+    // preprocess chose none runs image-less (train-senca without --patches): which slides those are
+    // is known once every preprocess has finished (only then is an absent image not one to come).
     ch_routed = PREPROCESS.out.spots
-        .join(ch_images, remainder: true)
-        .filter { _meta, spots, _image -> spots != null }
+        .join(PREPROCESS.out.chosen_image, remainder: true)
         .branch { _meta, _spots, image ->
             with_image: image != null
             imageless: true

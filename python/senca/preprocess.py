@@ -2,13 +2,18 @@
 
 ``preprocess_slide`` is the pure work; ``write_preprocess`` writes the four artifacts atomically:
 ``{s}.spots.parquet`` (coordinates, labels, image choice), ``{s}.expr.parquet`` (HVG matrix, the
-model's input), ``{s}.graph.parquet`` (kNN edges) and ``{s}.h5ad`` (all kept genes, for markers).
+model's input), ``{s}.graph.parquet`` (kNN edges) and ``{s}.h5ad`` (all kept genes, for markers);
+``{s}.image.png`` when an ``.h5ad`` carries its own image, and on request (``--export-image``) the
+image chosen after QC as ``{s}.chosen_image.<ext>``, for runners that stage files between tasks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +22,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from senca.errors import SencaError
+from senca.errors import OutputError, SencaError, os_error_reason
 from senca.graph import default_k, detect_grid_k, knn_edges, median_spot_pitch
 from senca.io.artifacts import (
     Provenance,
@@ -222,12 +227,21 @@ def select_hvgs(adata: Any, flavor: str, n_hvg: int, data: Path | None) -> str:
         return "seurat"
 
 
+CHOSEN_IMAGE = "chosen_image"  # {s}.chosen_image.<ext>: the image the slide uses, beside the artifacts
+
+
 def output_paths(outdir: Path, sample: str) -> dict[str, Path]:
     return {kind: outdir / f"{sample}.{kind}.parquet" for kind in ("spots", "expr", "graph")} | {"h5ad": outdir / f"{sample}.h5ad"}
 
 
-def write_preprocess(result: PreprocessResult, outdir: Path, params: PreprocessParams, inputs: dict[str, Path]) -> dict[str, Path]:
-    """Write the four artifacts (each atomically) with provenance; return their paths."""
+def write_preprocess(result: PreprocessResult, outdir: Path, params: PreprocessParams, inputs: dict[str, Path],
+                     export_image: bool = False) -> dict[str, Path]:
+    """Write the four artifacts (each atomically) with provenance; return their paths.
+
+    ``export_image``: also place the image the slide uses (after QC and any fallback; ``None`` when it
+    runs image-less) beside them as ``{s}.chosen_image.<ext>`` (path ``chosen_image``), a hard link
+    where the file system allows, else a copy. The spots still record the image's own path.
+    """
     outdir.mkdir(parents=True, exist_ok=True)
     paths = output_paths(outdir, result.sample)
     extra = dict(result.extra)
@@ -245,7 +259,36 @@ def write_preprocess(result: PreprocessResult, outdir: Path, params: PreprocessP
     adata = result.adata
     adata.uns["senca"] = json.dumps(Provenance("h5ad", result.sample, STAGE, params.to_json(), checksums, extra).to_json())
     write_h5ad(adata, paths["h5ad"])
+    chosen = (extra.get("image") or {}).get("path")
+    if export_image and chosen:
+        source = Path(chosen)
+        paths[CHOSEN_IMAGE] = link_or_copy(source, outdir / f"{result.sample}.{CHOSEN_IMAGE}{source.suffix.lower()}")
     return paths
+
+
+def link_or_copy(source: Path, target: Path) -> Path:
+    """``target`` made the same file as ``source`` (links followed): a hard link, else a copy; atomic.
+
+    A hard link shares the bytes, so an input image of gigabytes costs no space; across file systems
+    (or where links are refused) the bytes are copied. The source's permissions are left alone.
+    """
+    source = source.resolve()
+    if target.exists() and os.path.samefile(source, target):
+        return target
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{target.suffix}")
+    try:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(source, tmp)
+        except OSError:  # another file system, or links refused: copy (unlinked by the finally on failure)
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise OutputError(f"cannot write ({os_error_reason(exc)}); the partial file was removed", target) from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    return target
 
 
 def _write_png(array: np.ndarray, path: Path) -> None:

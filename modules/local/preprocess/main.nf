@@ -11,11 +11,14 @@ process PREPROCESS {
     tuple val(meta), path("${meta.id}.graph.parquet"), emit: graph
     tuple val(meta), path("${meta.id}.h5ad"), emit: h5ad
     tuple val(meta), path("${meta.id}.image.png"), emit: image, optional: true
+    tuple val(meta), path("${meta.id}.chosen_image.*"), emit: chosen_image, optional: true
     path "versions.yml", emit: versions
 
     script:
     def args = task.ext.args ?: ''
-    def image_arg = image ? "--image ${image}" : ''
+    // the samplesheet's image file, else its keyword (hires, lowres, none: meta.image_choice); a
+    // keyword or file here wins over the run-wide --image-choice of ext.args, as in `senca run`
+    def image_arg = image ? "--image ${image}" : (meta.image_choice ? "--image ${meta.image_choice}" : '')
     def positions_arg = positions ? "--positions ${positions}" : ''
     def labels_arg = labels ? "--labels ${labels}" : ''
     def n_clusters_arg = meta.n_clusters ? "--n-clusters ${meta.n_clusters}" : ''
@@ -31,6 +34,7 @@ process PREPROCESS {
         ${labels_arg} \\
         ${n_clusters_arg} \\
         ${args} \\
+        --export-image \\
         --outdir .
 
     cat <<-END_VERSIONS > versions.yml
@@ -40,8 +44,17 @@ process PREPROCESS {
     """
 
     stub:
+    def args = task.ext.args ?: ''
+    def keyword = meta.image_choice ?: 'auto'
+    def own_image = image ? 'yes' : ''
     """
     touch ${meta.id}.spots.parquet ${meta.id}.expr.parquet ${meta.id}.graph.parquet ${meta.id}.h5ad
+    # the image a real run would choose, without its QC: none when asked for, else the slide's own
+    # file or an outs/spatial image (an .h5ad's own image is not looked for here)
+    case "${keyword} ${args} " in
+        "none "* | "auto "*"--image-choice none "*) ;;
+        *) if [ -n "${own_image}" ] || [ -d "${data}/spatial" ]; then touch ${meta.id}.chosen_image.png; fi ;;
+    esac
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

@@ -29,13 +29,18 @@ def slides_from_options(samplesheet: str | None, samples: tuple[str, ...], data:
     """The slides to preprocess: a samplesheet's rows (optionally some of them) or one slide's files.
 
     ``--image`` may be a keyword (``hires``, ``lowres``, ``none``) as in the samplesheet's ``image``
-    column; ``--image-choice`` applies to every slide whose own ``image`` names no file or keyword.
+    column; ``--image-choice`` applies to every slide whose own ``image`` names no file or keyword,
+    by the samplesheet's rule (:func:`senca.io.samplesheet.with_image_choice`): so ``--image FILE
+    --image-choice lowres`` uses FILE, and ``--image-choice hires`` leaves a legacy ST slide's own
+    image alone, as ``senca run`` and the Nextflow pipeline (one run-wide param) need.
     """
+    own_choice = "auto"
     if image is not None and image.strip().lower() in IMAGE_CHOICES:
-        image_choice, image = image.strip().lower(), None
+        own_choice, image = image.strip().lower(), None
     if samplesheet is not None:
         if data is not None:
             raise SencaError("give either --samplesheet or --data, not both")
+        image_choice = image_choice if own_choice == "auto" else own_choice  # a keyword here: every row's
         specs = read_samplesheet(samplesheet)
         if samples:
             known = {s.sample for s in specs}
@@ -47,10 +52,10 @@ def slides_from_options(samplesheet: str | None, samples: tuple[str, ...], data:
     if data is None or len(samples) != 1:
         raise SencaError("give --samplesheet, or one --sample with its --data")
     spec = SlideSpec(samples[0], _existing(data), _existing(image), _existing(positions), _existing(labels), n_clusters,
-                     image_choice)
+                     own_choice)
     if data_kind(spec.data) == "st" and spec.positions is None:
         raise SencaError("a legacy ST counts table needs --positions (spot file with pixel_x/pixel_y)", spec.data)
-    return [spec]
+    return [with_image_choice(spec, image_choice)]
 
 
 @click.command("preprocess")
@@ -76,14 +81,21 @@ def slides_from_options(samplesheet: str | None, samples: tuple[str, ...], data:
 @click.option("--normalised", is_flag=True,
               help="The values are already log-normalised (non-integers): accept them and skip normalisation "
                    "(recorded in the provenance). Without it non-integer counts are refused.")
+@click.option("--export-image", is_flag=True,
+              help="Also put the image the slide uses (after image QC and any fallback) into --outdir as "
+                   "{s}.chosen_image.<ext> (a hard link, else a copy); nothing when it runs image-less. For "
+                   "runners that pass files between tasks (the Nextflow pipeline); senca run reads the path "
+                   "recorded in the spots metadata instead.")
 @outdir_option
 @quiet_option
 @user_errors
 def preprocess(samplesheet, samples, data, image, image_choice, positions, labels, n_clusters, n_hvg, min_gene_counts, k,
-               hvg_flavor, normalised, outdir, quiet):
+               hvg_flavor, normalised, export_image, outdir, quiet):
     """Read a slide, filter and normalise genes, select HVGs, and build the spatial kNN graph.
 
-    Writes {s}.spots.parquet, {s}.expr.parquet, {s}.graph.parquet and {s}.h5ad into --outdir.
+    Writes {s}.spots.parquet, {s}.expr.parquet, {s}.graph.parquet and {s}.h5ad into --outdir. An .h5ad that
+    carries its own image also gets {s}.image.png; with --export-image, a slide with an image also gets that
+    image as {s}.chosen_image.<ext>.
     """
     setup_logging(quiet)
     specs = slides_from_options(samplesheet, samples, data, image, positions, labels, n_clusters, image_choice)
@@ -95,5 +107,5 @@ def preprocess(samplesheet, samples, data, image, image_choice, positions, label
         result = preprocess_slide(raw, params, spec.n_clusters)
         if raw.normalised and result.extra.get("normalised_input") is not True:  # never normalise twice silently
             raise SencaError("--normalised: this senca's preprocess cannot skip normalisation yet", spec.data)
-        paths = write_preprocess(result, Path(outdir), params, raw.inputs)
+        paths = write_preprocess(result, Path(outdir), params, raw.inputs, export_image=export_image)
         log.info("%s: wrote %s", spec.sample, ", ".join(p.name for p in paths.values()))
