@@ -496,9 +496,34 @@ def test_main_nf_guesses_no_image_before_preprocessing() -> None:
         assert "patchImage" not in text and "ch_known_images" not in text and "tissue_hires_image" not in text
     assert "SENCA(ch_slides, ch_weights)" in main
     routed = re.search(r"ch_routed = PREPROCESS\.out\.spots\s*\.join\(([^)]*)\)", workflow)
-    assert routed and routed.group(1) == "PREPROCESS.out.chosen_image, remainder: true", routed
+    assert routed and routed.group(1) == "PREPROCESS.out.chosen_image", routed
     assert re.search(r"EMBED_PATCHES\(ch_routed\.with_image\b", workflow)
     assert "ch_routed.with_image" in workflow.split("CLUSTER(")[0].split("ch_image_or_none")[1]
+
+
+def test_every_slide_is_routed_when_its_own_preprocess_ends() -> None:
+    """chosen_image is always emitted (the image, or the marker {s}.chosen_image.none), so the route joins
+    the spots with it plainly, as outputs of one task, and branches on the marker's name: no remainder
+    join (which hands on an unmatched key only when the whole channel completes, i.e. after the cohort's
+    last preprocess) decides a slide's route."""
+    from senca.preprocess import CHOSEN_IMAGE, NO_IMAGE_SUFFIX
+
+    workflow = (REPO / "workflows" / "senca.nf").read_text(encoding="utf-8")
+    module = (REPO / "modules" / "local" / "preprocess" / "main.nf").read_text(encoding="utf-8")
+    [output] = [line for line in module.splitlines() if "emit: chosen_image" in line]
+    assert "optional" not in output, output
+    block = re.search(r"ch_routed = (.*?)\n\s*\n", workflow, re.S)
+    assert block, "workflows/senca.nf has no ch_routed"
+    route = block.group(1)
+    assert "remainder" not in route and "null" not in route, route
+    branch = re.search(r"\.branch \{ _meta, _spots, image ->\s*imageless: image\.name\.endsWith\('([^']+)'\)\s*"
+                       r"with_image: true\s*\}", route)
+    assert branch, route
+    assert f"S1.{CHOSEN_IMAGE}{NO_IMAGE_SUFFIX}".endswith(branch.group(1))
+    assert not f"S1.{CHOSEN_IMAGE}.png".endswith(branch.group(1))
+    # the image-less route keeps handing CLUSTER [] and EMBED_PATCHES only real images
+    assert "ch_routed.imageless.map { meta, _spots, _image -> [meta, []] }" in workflow.split("CLUSTER(")[0]
+    assert "last preprocess" not in workflow and "once every preprocess" not in workflow
 
 
 def test_missing_files_are_reported_together(jar: Path, tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ and the params of ``nextflow.config`` + a profile) and then
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import json
 import os
 import re
@@ -329,7 +331,7 @@ def documented_writes(command: str) -> set[str]:
     text = " ".join((cli_command(command).help or "").split())
     sentence = re.search(r"Writes (.+?)(?:\.\s+[A-Z]|\.$)", text)
     assert sentence, f"senca {command} --help does not say what it writes"
-    names = re.findall(r"(\{s\}\.[\w.]+|\b[a-z_]+\.(?:csv|parquet|json|html|png|pt|h5ad))", sentence.group(1))
+    names = re.findall(r"(\{s\}\.[\w.]+(?:<ext>)?|\b[a-z_]+\.(?:csv|parquet|json|html|png|pt|h5ad))", sentence.group(1))
     return {n.rstrip(".") for n in names}
 
 
@@ -339,11 +341,14 @@ def test_declared_outputs_are_what_the_command_writes(name: str) -> None:
     _, scope = rendered(process, PARAM_SETS["test"](), full=True)
     declared = {(out.emit, n, out.optional) for out, names in output_names(process, scope | {"meta": {"id": "{s}"}})
                 for n in names}
-    names = {n.replace("*", "{s}") for _, n, _ in declared} - {"versions.yml"}
-    required = {n for _, n, optional in declared if not optional} - {"versions.yml"}
+    # a leading * is the sample ({s}); any other * stands for a part of the name (<ext>)
+    names = {re.sub(r"^\*", "{s}", n) for _, n, _ in declared} - {"versions.yml"}
+    required = {re.sub(r"^\*", "{s}", n) for _, n, optional in declared if not optional} - {"versions.yml"}
     writes = documented_writes(COMMAND_OF[name])
-    assert required <= writes, f"declared but not documented as written: {sorted(required - writes)}"
-    assert writes <= names, f"written but not declared (would never be published): {sorted(writes - names)}"
+    undocumented = {n for n in required if not any(fnmatch.fnmatchcase(w, n) for w in writes)}
+    assert not undocumented, f"declared but not documented as written: {sorted(undocumented)}"
+    undeclared = {w for w in writes if not any(fnmatch.fnmatchcase(w, n) for n in names)}
+    assert not undeclared, f"written but not declared (would never be published): {sorted(undeclared)}"
     assert ("versions", "versions.yml", False) in declared
 
 
@@ -381,8 +386,10 @@ def test_publish_layout_is_senca_runs() -> None:
         assert rules["mode"] == params["publish_dir_mode"]
         meta = {"id": "S1"}
         for _out, names in output_names(process, scope):
-            for filename in names:
-                filename = filename.replace(".chosen_image.*", ".chosen_image.png").replace("*", "S1")
+            # the chosen image, or the marker of an image-less slide: either one, never published
+            names = [n.replace(".chosen_image.*", f".chosen_image.{ext}") for n in names for ext in ("png", "none")]
+            for filename in dict.fromkeys(names):
+                filename = filename.replace("*", "S1")
                 target = rules["saveAs"](filename)
                 if filename == "versions.yml":
                     assert target is None, f"{name}: versions.yml is collected, not published"
@@ -400,7 +407,7 @@ def test_publish_layout_is_senca_runs() -> None:
     assert extra <= {"S1/S1.image.png"}, sorted(extra)
     assert layout <= published, f"in senca run's layout, not published: {sorted(layout - published)}"
     # the image preprocess hands to embed-patches is the input image again: staged, never published
-    assert unpublished == {"PREPROCESS:S1.chosen_image.png"}, sorted(unpublished)
+    assert unpublished == {"PREPROCESS:S1.chosen_image.png", "PREPROCESS:S1.chosen_image.none"}, sorted(unpublished)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -548,7 +555,8 @@ def run_slide(root: Path, spec: Any, params: dict[str, Any], full: bool) -> dict
                              "labels": spec.labels or []})
     if not full:
         return tasks
-    image = next(iter(pre.outputs["chosen_image"]), None)  # workflows/senca.nf: the image preprocess chose, or none
+    [chosen] = pre.outputs["chosen_image"]  # always exactly one: the image preprocess chose, or the marker
+    image = None if image_less(chosen) else chosen  # workflows/senca.nf's branch
     patches: Any = []
     if image is not None:
         emb = run("EMBED_PATCHES", {"spots": pre.outputs["spots"][0], "image": image, "weights": []})
@@ -596,6 +604,32 @@ def demo_tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str]
     return tasks
 
 
+def image_less(chosen: Path) -> bool:
+    """workflows/senca.nf's routing: PREPROCESS's chosen_image is the image-less marker (the branch's test,
+    read from the workflow itself)."""
+    return chosen.name.endswith(workflow_marker_suffix())
+
+
+@functools.cache
+def workflow_marker_suffix() -> str:
+    text = (REPO / "workflows" / "senca.nf").read_text(encoding="utf-8")
+    m = re.search(r"imageless:\s*image\.name\.endsWith\('([^']+)'\)", text)
+    assert m, "workflows/senca.nf does not branch image-less slides on the chosen_image marker's name"
+    return m.group(1)
+
+
+def test_chosen_image_is_always_emitted() -> None:
+    """PREPROCESS's chosen_image is not optional (an image or the marker): the workflow joins it with the
+    spots plainly and each slide's route is known when its own task ends, not when the cohort's does."""
+    [out] = [o for o in processes()["PREPROCESS"].outputs if o.emit == "chosen_image"]
+    assert not out.optional
+    from senca.preprocess import CHOSEN_IMAGE, NO_IMAGE_SUFFIX
+
+    suffix = workflow_marker_suffix()  # the name senca writes is the name the workflow branches on
+    assert f"S1.{CHOSEN_IMAGE}{NO_IMAGE_SUFFIX}".endswith(suffix)
+    assert not any(f"S1.{CHOSEN_IMAGE}.{ext}".endswith(suffix) for ext in ("png", "jpg", "tif", "img"))
+
+
 def test_patch_image_is_the_image_preprocess_resolved(demo_tasks: dict[tuple[str, str], Task]) -> None:
     """The image embed-patches gets (PREPROCESS.out.chosen_image) is the very image preprocess scaled the
     spots into and recorded in their metadata (the same bytes, the same size), or none when it chose none."""
@@ -609,8 +643,10 @@ def test_patch_image_is_the_image_preprocess_resolved(demo_tasks: dict[tuple[str
         image = (read_meta(pre.outputs["spots"][0], "spots").get("image") or {})
         chosen = pre.outputs["chosen_image"]
         if image.get("path") is None:
-            assert chosen == [], spec.sample
+            assert [p.name for p in chosen] == [f"{spec.sample}.chosen_image.none"], spec.sample
+            assert image_less(chosen[0]) and ("EMBED_PATCHES", spec.sample) not in demo_tasks, spec.sample
             continue
+        assert not image_less(chosen[0]), spec.sample
         assert [p.name for p in chosen] == [f"{spec.sample}.chosen_image{Path(image['path']).suffix.lower()}"]
         assert chosen[0].read_bytes() == Path(image["path"]).read_bytes(), spec.sample
         with Image.open(chosen[0]) as pixels:
@@ -667,8 +703,8 @@ def test_embed_patches_gets_the_image_preprocess_fell_back_to(tmp_path: Path) ->
 def test_explicit_image_choice_decides_what_embed_patches_gets(tmp_path: Path, how: dict[str, Any],
                                                                expected: str | None) -> None:
     """--image_choice and the samplesheet keyword (meta.image_choice; it wins) decide the image preprocess
-    hands on, even an image QC rejects (asked for explicitly); `none` hands on nothing: the slide runs
-    image-less, as workflows/senca.nf routes a slide without chosen_image."""
+    hands on, even an image QC rejects (asked for explicitly); `none` hands on the marker: the slide runs
+    image-less, as workflows/senca.nf routes a slide whose chosen_image is the marker."""
     outs = blank_hires_outs(tmp_path / "slide")
     params = PARAM_SETS["test"]() | how.get("params", {})
     meta = {"id": "vis"} | how.get("meta", {})
@@ -676,7 +712,8 @@ def test_explicit_image_choice_decides_what_embed_patches_gets(tmp_path: Path, h
                                                                "labels": []}, params)
     assert pre.missing == [] and pre.undeclared == []
     if expected is None:
-        assert pre.outputs["chosen_image"] == []
+        assert [p.name for p in pre.outputs["chosen_image"]] == ["vis.chosen_image.none"]
+        assert image_less(pre.outputs["chosen_image"][0])
     else:
         assert [p.read_bytes() for p in pre.outputs["chosen_image"]] == [(outs / "spatial" / expected).read_bytes()]
 
@@ -749,7 +786,8 @@ def test_stub_writes_every_required_output(tmp_path: Path, name: str) -> None:
 def test_preprocess_stub_routes_slides_as_a_run_would(tmp_path: Path, image: bool, meta: dict[str, Any],
                                                       params: dict[str, Any], routed: bool) -> None:
     """`-stub` runs take the same route: the stub hands on an image where a real run would choose one
-    (without QC: an image file, or a Space Ranger folder's spatial/ images), none where `none` is asked."""
+    (without QC: an image file, or a Space Ranger folder's spatial/ images), and the image-less marker where
+    `none` is asked or there is no image, as a real run writes it."""
     data = tmp_path / "inputs" / ("outs" if meta.get("image_choice") == "hires" else "S1.tsv.gz")
     if data.name == "outs":
         (data / "spatial").mkdir(parents=True)
@@ -762,7 +800,9 @@ def test_preprocess_stub_routes_slides_as_a_run_would(tmp_path: Path, image: boo
     task = run_task(tmp_path, processes()["PREPROCESS"], {"id": "S1"} | meta, files, PARAM_SETS["test"]() | params,
                     stub=True)
     assert task.missing == [] and task.undeclared == []
-    assert [p.name for p in task.outputs["chosen_image"]] == (["S1.chosen_image.png"] if routed else [])
+    assert [p.name for p in task.outputs["chosen_image"]] == (["S1.chosen_image.png"] if routed else
+                                                              ["S1.chosen_image.none"])
+    assert image_less(task.outputs["chosen_image"][0]) != routed
 
 
 def test_bin_senca_runs_the_installed_cli(tmp_path: Path) -> None:

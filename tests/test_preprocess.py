@@ -245,13 +245,15 @@ def test_export_image_copies_where_links_are_refused(synthetic_slide, tmp_path, 
     assert not list(out.glob(".*tmp*"))
 
 
-def test_without_export_image_nothing_extra_is_written(synthetic_slide, tmp_path):
-    """`senca run` does not ask for it (its embed-patches reads the recorded path): its layout is unchanged."""
+@pytest.mark.parametrize("image", [None, "none"])
+def test_without_export_image_nothing_extra_is_written(synthetic_slide, tmp_path, image):
+    """`senca run` does not ask for it (its embed-patches reads the recorded path): its layout is unchanged,
+    with an image (no {s}.chosen_image.<ext>) or without (no {s}.chosen_image.none marker)."""
     from senca.io.samplesheet import SlideSpec
     from senca.pipeline import RunOptions, preprocess_call
 
     out = tmp_path / "o"
-    run_cli("preprocess", *_st_args(synthetic_slide), "-o", out, "-q")
+    run_cli("preprocess", *_st_args(synthetic_slide, **({"--image": image} if image else {})), "-o", out, "-q")
     assert sorted(p.name for p in out.iterdir()) == ["bad.expr.parquet", "bad.graph.parquet", "bad.h5ad",
                                                      "bad.spots.parquet"]
     s = synthetic_slide
@@ -278,10 +280,66 @@ def test_export_image_follows_image_qc_fallback(blank_hires_outs, tmp_path):
 def test_export_image_follows_the_explicit_choice(blank_hires_outs, tmp_path, option, value, expected):
     out = tmp_path / "o"
     run_cli("preprocess", "--sample", "vis", "--data", blank_hires_outs, option, value, "--export-image", "-o", out, "-q")
-    if expected is None:  # image-less: nothing to hand on
-        assert _chosen(out, "vis") == [] and read_meta(out / "vis.spots.parquet")["image"]["path"] is None
+    if expected is None:  # image-less: the marker, saying why, in place of an image
+        assert _chosen(out, "vis") == ["vis.chosen_image.none"]
+        assert read_meta(out / "vis.spots.parquet")["image"]["path"] is None
+        assert (out / "vis.chosen_image.none").read_text() == "image-less: image: none was chosen (the slide runs " \
+                                                             "image-less)\n"
     else:
         assert (out / "vis.chosen_image.png").read_bytes() == (blank_hires_outs / "spatial" / expected).read_bytes()
+
+
+def test_export_image_of_an_image_less_slide_writes_the_marker(synthetic_slide, tmp_path):
+    """No image given or found: exactly one {s}.chosen_image.* all the same, the marker (one line: why), so a
+    runner routes the slide from this task's own outputs; written atomically (no temporary file left)."""
+    out = tmp_path / "o"
+    run_cli("preprocess", *_st_args(synthetic_slide, **{"--image": None}), "--export-image", "-o", out, "-q")
+    assert _chosen(out, "bad") == ["bad.chosen_image.none"]
+    assert (out / "bad.chosen_image.none").read_text() == "image-less: no image given or found\n"
+    assert read_meta(out / "bad.spots.parquet")["image"]["path"] is None
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_export_image_marks_a_slide_whose_every_image_fails_qc(synthetic_slide, tmp_path):
+    """QC rejects the slide's only image and preprocess falls back to none: the marker, with QC's reason."""
+    from PIL import Image
+
+    blank = tmp_path / "blank.jpg"
+    Image.new("RGB", Image.open(synthetic_slide.image).size, (0, 0, 0)).save(blank)
+    out = tmp_path / "o"
+    result = run_cli("preprocess", *_st_args(synthetic_slide, **{"--image": blank}), "--export-image", "-o", out)
+    assert "falling back to no image (the slide runs image-less)" in result.stderr
+    assert _chosen(out, "bad") == ["bad.chosen_image.none"]
+    marker = (out / "bad.chosen_image.none").read_text()
+    assert marker.startswith("image-less: every image failed QC: samplesheet (") and marker.count("\n") == 1, marker
+    assert read_meta(out / "bad.spots.parquet")["image"]["path"] is None
+
+
+def test_export_image_rerun_leaves_exactly_one_chosen_file(synthetic_slide, tmp_path):
+    """A rerun into the same --outdir that changes the choice replaces the earlier file: a runner globbing
+    {s}.chosen_image.* never finds the marker beside an image, or two images."""
+    out = tmp_path / "o"
+    image_name = f"bad.chosen_image{synthetic_slide.image.suffix.lower()}"
+    run_cli("preprocess", *_st_args(synthetic_slide), "--export-image", "-o", out, "-q")
+    assert _chosen(out, "bad") == [image_name]
+    run_cli("preprocess", *_st_args(synthetic_slide, **{"--image": "none"}), "--export-image", "-o", out, "-q")
+    assert _chosen(out, "bad") == ["bad.chosen_image.none"]
+    run_cli("preprocess", *_st_args(synthetic_slide), "--export-image", "-o", out, "-q")
+    assert _chosen(out, "bad") == [image_name]
+
+
+def test_export_image_of_a_file_without_suffix_still_has_one(synthetic_slide, tmp_path):
+    """An H&E file named without an extension is exported as {s}.chosen_image.img: the name always matches
+    {s}.chosen_image.* and is never taken for the marker."""
+    import os
+    import shutil
+
+    bare = tmp_path / "he"
+    shutil.copyfile(synthetic_slide.image, bare)
+    out = tmp_path / "o"
+    run_cli("preprocess", *_st_args(synthetic_slide, **{"--image": bare}), "--export-image", "-o", out, "-q")
+    assert _chosen(out, "bad") == ["bad.chosen_image.img"]
+    assert os.path.samefile(out / "bad.chosen_image.img", bare)
 
 
 def test_export_image_of_an_h5ad_is_the_image_written_out_of_it(tmp_path):

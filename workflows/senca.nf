@@ -32,13 +32,15 @@ workflow SENCA {
     // The H&E each slide's patches are cut from is exactly the one preprocess chose and scaled the
     // spot coordinates into (after image QC and its fallback, or the explicit choice), emitted beside
     // its outputs as {s}.chosen_image.<ext>; nothing is guessed before preprocessing. A slide whose
-    // preprocess chose none runs image-less (train-senca without --patches): which slides those are
-    // is known once every preprocess has finished (only then is an absent image not one to come).
+    // preprocess chose none gets the marker {s}.chosen_image.none instead and runs image-less
+    // (train-senca without --patches). Every preprocess emits exactly one chosen_image, so these are
+    // outputs of one task (a plain join) and each slide's route is known as soon as its own
+    // preprocess ends: no slide waits for the rest of the cohort.
     ch_routed = PREPROCESS.out.spots
-        .join(PREPROCESS.out.chosen_image, remainder: true)
+        .join(PREPROCESS.out.chosen_image)
         .branch { _meta, _spots, image ->
-            with_image: image != null
-            imageless: true
+            imageless: image.name.endsWith('.chosen_image.none')
+            with_image: true
         }
 
     EMBED_PATCHES(ch_routed.with_image, ch_weights)

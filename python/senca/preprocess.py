@@ -3,8 +3,9 @@
 ``preprocess_slide`` is the pure work; ``write_preprocess`` writes the four artifacts atomically:
 ``{s}.spots.parquet`` (coordinates, labels, image choice), ``{s}.expr.parquet`` (HVG matrix, the
 model's input), ``{s}.graph.parquet`` (kNN edges) and ``{s}.h5ad`` (all kept genes, for markers);
-``{s}.image.png`` when an ``.h5ad`` carries its own image, and on request (``--export-image``) the
-image chosen after QC as ``{s}.chosen_image.<ext>``, for runners that stage files between tasks.
+``{s}.image.png`` when an ``.h5ad`` carries its own image, and on request (``--export-image``)
+exactly one more file for runners that stage files between tasks: the image chosen after QC as
+``{s}.chosen_image.<ext>``, or the marker ``{s}.chosen_image.none`` when the slide runs image-less.
 """
 
 from __future__ import annotations
@@ -228,6 +229,7 @@ def select_hvgs(adata: Any, flavor: str, n_hvg: int, data: Path | None) -> str:
 
 
 CHOSEN_IMAGE = "chosen_image"  # {s}.chosen_image.<ext>: the image the slide uses, beside the artifacts
+NO_IMAGE_SUFFIX = ".none"  # {s}.chosen_image.none: the marker of an image-less slide (one line: why)
 
 
 def output_paths(outdir: Path, sample: str) -> dict[str, Path]:
@@ -238,9 +240,12 @@ def write_preprocess(result: PreprocessResult, outdir: Path, params: PreprocessP
                      export_image: bool = False) -> dict[str, Path]:
     """Write the four artifacts (each atomically) with provenance; return their paths.
 
-    ``export_image``: also place the image the slide uses (after QC and any fallback; ``None`` when it
-    runs image-less) beside them as ``{s}.chosen_image.<ext>`` (path ``chosen_image``), a hard link
-    where the file system allows, else a copy. The spots still record the image's own path.
+    ``export_image``: also write exactly one ``{s}.chosen_image.*`` beside them (path ``chosen_image``):
+    the image the slide uses (after QC and any fallback) as ``{s}.chosen_image.<ext>``, a hard link
+    where the file system allows, else a copy; or, when the slide runs image-less (no image, ``none``
+    chosen, every image rejected by QC), the marker ``{s}.chosen_image.none``, one line saying why. So a
+    runner knows each slide's route from its own outputs, without waiting for an absent file. Any other
+    ``{s}.chosen_image.*`` left by an earlier run is removed. The spots still record the image's own path.
     """
     outdir.mkdir(parents=True, exist_ok=True)
     paths = output_paths(outdir, result.sample)
@@ -259,11 +264,35 @@ def write_preprocess(result: PreprocessResult, outdir: Path, params: PreprocessP
     adata = result.adata
     adata.uns["senca"] = json.dumps(Provenance("h5ad", result.sample, STAGE, params.to_json(), checksums, extra).to_json())
     write_h5ad(adata, paths["h5ad"])
-    chosen = (extra.get("image") or {}).get("path")
-    if export_image and chosen:
-        source = Path(chosen)
-        paths[CHOSEN_IMAGE] = link_or_copy(source, outdir / f"{result.sample}.{CHOSEN_IMAGE}{source.suffix.lower()}")
+    if export_image:
+        paths[CHOSEN_IMAGE] = export_chosen_image(extra.get("image") or {}, outdir, result.sample)
     return paths
+
+
+def export_chosen_image(image: dict[str, Any], outdir: Path, sample: str) -> Path:
+    """``{s}.chosen_image.<ext>`` (the image recorded in ``image``, linked or copied) or, when it records
+    none, the marker ``{s}.chosen_image.none`` (one line: the recorded reason); written atomically, the
+    only ``{s}.chosen_image.*`` left in ``outdir``."""
+    chosen = image.get("path")
+    if chosen:
+        source = Path(chosen)
+        suffix = source.suffix.lower()
+        if suffix in ("", NO_IMAGE_SUFFIX):  # never named like the marker, and always with an extension
+            suffix = ".img"  # readers detect the format from the bytes
+        target = link_or_copy(source, outdir / f"{sample}.{CHOSEN_IMAGE}{suffix}")
+    else:
+        target = outdir / f"{sample}.{CHOSEN_IMAGE}{NO_IMAGE_SUFFIX}"
+        reason = " ".join(str(image.get("reason") or "no image given or found").split())
+        with atomic_path(target) as tmp:
+            tmp.write_text(f"image-less: {reason}\n", encoding="utf-8")
+    prefix = f"{sample}.{CHOSEN_IMAGE}."
+    for stale in outdir.iterdir():  # an earlier run's other choice: a runner must find exactly one
+        if stale.name.startswith(prefix) and stale.name != target.name:
+            try:
+                stale.unlink(missing_ok=True)
+            except OSError as exc:
+                raise OutputError(f"cannot remove an earlier run's file ({os_error_reason(exc)})", stale) from None
+    return target
 
 
 def link_or_copy(source: Path, target: Path) -> Path:

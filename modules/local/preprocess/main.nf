@@ -11,7 +11,7 @@ process PREPROCESS {
     tuple val(meta), path("${meta.id}.graph.parquet"), emit: graph
     tuple val(meta), path("${meta.id}.h5ad"), emit: h5ad
     tuple val(meta), path("${meta.id}.image.png"), emit: image, optional: true
-    tuple val(meta), path("${meta.id}.chosen_image.*"), emit: chosen_image, optional: true
+    tuple val(meta), path("${meta.id}.chosen_image.*"), emit: chosen_image  // the chosen image, or the marker {s}.chosen_image.none
     path "versions.yml", emit: versions
 
     script:
@@ -50,10 +50,12 @@ process PREPROCESS {
     """
     touch ${meta.id}.spots.parquet ${meta.id}.expr.parquet ${meta.id}.graph.parquet ${meta.id}.h5ad
     # the image a real run would choose, without its QC: none when asked for, else the slide's own
-    # file or an outs/spatial image (an .h5ad's own image is not looked for here)
+    # file or an outs/spatial image (an .h5ad's own image is not looked for here); where a real run
+    # would choose none, the marker it writes
     case "${keyword} ${args} " in
-        "none "* | "auto "*"--image-choice none "*) ;;
-        *) if [ -n "${own_image}" ] || [ -d "${data}/spatial" ]; then touch ${meta.id}.chosen_image.png; fi ;;
+        "none "* | "auto "*"--image-choice none "*) echo 'image-less: stub run' > ${meta.id}.chosen_image.none ;;
+        *) if [ -n "${own_image}" ] || [ -d "${data}/spatial" ]; then touch ${meta.id}.chosen_image.png
+           else echo 'image-less: stub run' > ${meta.id}.chosen_image.none; fi ;;
     esac
 
     cat <<-END_VERSIONS > versions.yml

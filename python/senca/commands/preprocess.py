@@ -82,10 +82,12 @@ def slides_from_options(samplesheet: str | None, samples: tuple[str, ...], data:
               help="The values are already log-normalised (non-integers): accept them and skip normalisation "
                    "(recorded in the provenance). Without it non-integer counts are refused.")
 @click.option("--export-image", is_flag=True,
-              help="Also put the image the slide uses (after image QC and any fallback) into --outdir as "
-                   "{s}.chosen_image.<ext> (a hard link, else a copy); nothing when it runs image-less. For "
-                   "runners that pass files between tasks (the Nextflow pipeline); senca run reads the path "
-                   "recorded in the spots metadata instead.")
+              help="Also write exactly one {s}.chosen_image.* into --outdir: the image the slide uses (after "
+                   "image QC and any fallback) as {s}.chosen_image.<ext> (a hard link, else a copy), or, when it "
+                   "runs image-less (no image, none chosen, every image rejected by QC), the marker "
+                   "{s}.chosen_image.none (one line: why). For runners that pass files between tasks (the "
+                   "Nextflow pipeline routes each slide on it); senca run reads the path recorded in the spots "
+                   "metadata instead.")
 @outdir_option
 @quiet_option
 @user_errors
@@ -93,9 +95,9 @@ def preprocess(samplesheet, samples, data, image, image_choice, positions, label
                hvg_flavor, normalised, export_image, outdir, quiet):
     """Read a slide, filter and normalise genes, select HVGs, and build the spatial kNN graph.
 
-    Writes {s}.spots.parquet, {s}.expr.parquet, {s}.graph.parquet and {s}.h5ad into --outdir. An .h5ad that
-    carries its own image also gets {s}.image.png; with --export-image, a slide with an image also gets that
-    image as {s}.chosen_image.<ext>.
+    Writes {s}.spots.parquet, {s}.expr.parquet, {s}.graph.parquet and {s}.h5ad into --outdir, and with
+    --export-image exactly one {s}.chosen_image.<ext>: the image the slide uses, or the marker
+    {s}.chosen_image.none when it runs image-less. An .h5ad that carries its own image also gets {s}.image.png.
     """
     setup_logging(quiet)
     specs = slides_from_options(samplesheet, samples, data, image, positions, labels, n_clusters, image_choice)
