@@ -4,8 +4,8 @@ What runs (every SENCA-st number comes from the pipeline's own stages and ``senc
 
 * HER2ST A1 B1 C1 D1 E1 F1 G2 H1 image-less (legacy ST counts + spot file + pathologist labels);
 * HER2ST A1 with its H&E (``A1_he/A1.png``, sample ``A1_image``);
-* DLPFC 151673 (Space Ranger ``outs/``) with its lowres H&E (sample ``151673``) and image-less
-  (sample ``151673_noimage``: a scratch copy of ``outs/`` under the work folder whose files are symlinks
+* DLPFC 151673 and 151674 (Space Ranger ``outs/``) with the lowres H&E (samples ``151673``, ``151674``)
+  and image-less (samples ``<slide>_noimage``: a scratch copy of ``outs/`` under the work folder whose files are symlinks
   to the real matrix, positions and scale factors, with no PNG, so the reader finds no image).
 
 Per variant a samplesheet is written to ``WORK/sheets/``; every seed gets its own outdir
@@ -54,6 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
 HER2ST_SLIDES = ["A1", "B1", "C1", "D1", "E1", "F1", "G2", "H1"]
+DLPFC_SLIDES = ["151673", "151674"]
 PCA_COMPONENTS = 50
 SENCA = "SENCA-st"
 REUSED_STAGES = ("preprocess", "embed-patches")  # seed-independent: computed once, copied to later seeds
@@ -142,13 +143,18 @@ def imageless_outs(outs: Path, scratch: Path) -> Path:
 
 
 def dlpfc_variants(data: Path, work: Path) -> list[Variant]:
-    root = data / "dlpfc" / "151673"
-    labels = root / "labels.csv"
-    noimage = imageless_outs(root / "outs", work / "data" / "151673_noimage")
-    return [Variant("dlpfc_image", "dlpfc", "lowres H&E",
-                    [{"slide": "151673", "sample": "151673", "data": root / "outs", "labels": labels}]),
-            Variant("dlpfc_imageless", "dlpfc", "image-less",
-                    [{"slide": "151673", "sample": "151673_noimage", "data": noimage, "labels": labels}])]
+    """DLPFC 151673 and 151674, each with its lowres H&E and image-less (the folder without its PNG)."""
+    image, imageless = [], []
+    for slide in DLPFC_SLIDES:
+        root = data / "dlpfc" / slide
+        if not root.is_dir():
+            continue
+        labels = root / "labels.csv"
+        image.append({"slide": slide, "sample": slide, "data": root / "outs", "labels": labels})
+        noimage = imageless_outs(root / "outs", work / "data" / f"{slide}_noimage")
+        imageless.append({"slide": slide, "sample": f"{slide}_noimage", "data": noimage, "labels": labels})
+    return [Variant("dlpfc_image", "dlpfc", "lowres H&E", image),
+            Variant("dlpfc_imageless", "dlpfc", "image-less", imageless)]
 
 
 def write_samplesheet(variant: Variant, folder: Path) -> Path:
@@ -335,6 +341,31 @@ def smoothed_pca_gmm(slide_dir: Path, sample: str, k: int, seed: int) -> np.ndar
     return tied_gmm(view, k, seed=seed).labels
 
 
+def senca_untrained(slide_dir: Path, sample: str, k: int, seed: int) -> np.ndarray:
+    """The same network with the platform's defaults but untrained (1 epoch at lr 1e-12), clustered as senca is.
+
+    Beside SENCA-st and the floor it gives "what training adds": trained S vs the untrained S vs the
+    substitute view alone. Uses the slide's patches when the run made them (``{s}.patches.parquet``).
+    """
+    from sklearn.cluster import AgglomerativeClustering
+
+    from senca.cluster import PLATFORM_CLUSTER_METHOD
+    from senca.clustering import tied_gmm
+    from senca.train import PLATFORM_TRAIN_DEFAULTS, TrainConfig, read_training_inputs, train_senca
+
+    patches = slide_dir / f"{sample}.patches.parquet"
+    inputs = read_training_inputs(slide_dir / f"{sample}.spots.parquet", slide_dir / f"{sample}.expr.parquet",
+                                  slide_dir / f"{sample}.graph.parquet", patches if patches.exists() else None)
+    platform = str(inputs.defaults_platform)
+    config = TrainConfig(**PLATFORM_TRAIN_DEFAULTS.get(platform, PLATFORM_TRAIN_DEFAULTS["st"]), epochs=1, lr=1e-12,
+                         seed=seed, device="cpu")
+    S = train_senca(inputs.expr, inputs.coords, inputs.source, inputs.target, inputs.distance,
+                    inputs.image_features, config).embeddings
+    if PLATFORM_CLUSTER_METHOD.get(platform, "ward") == "gmm":
+        return tied_gmm(S, k, seed=seed).labels
+    return AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(S)
+
+
 @dataclass(frozen=True)
 class Peer:
     name: str
@@ -342,7 +373,8 @@ class Peer:
     seeded: bool  # False: deterministic, computed once per slide
 
 
-PEERS = [Peer("PCA+Ward", pca_ward, seeded=False), Peer("smoothed PCA + GMM", smoothed_pca_gmm, seeded=True)]
+PEERS = [Peer("PCA+Ward", pca_ward, seeded=False), Peer("smoothed PCA + GMM", smoothed_pca_gmm, seeded=True),
+         Peer("SENCA-st untrained", senca_untrained, seeded=True)]
 
 
 def score_peer(peer: Peer, slide_dir: Path, sample: str, seed: int) -> dict[str, Any]:
@@ -459,6 +491,32 @@ def ablation_table(long: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+FLOOR = "smoothed PCA + GMM"
+UNTRAINED = "SENCA-st untrained"
+
+
+def training_adds_table(long: pd.DataFrame) -> pd.DataFrame:
+    """What training adds, per dataset and variant: SENCA-st's S vs the same network untrained vs its floor.
+
+    Per seed: the mean over slides of each method's ARI; then SENCA-st's mean ± sd over seeds and the
+    paired differences (SENCA-st - untrained, SENCA-st - floor), mean ± sd over seeds. An effect counts
+    when it exceeds 2 sd (docs/method.md).
+    """
+    ok = long[(long["status"] == "ok") & (long["config"] == "default") & long["seed"].notna()]
+    rows = []
+    for (dataset, variant), g in ok.groupby(["dataset", "variant"], sort=False):
+        per_seed = g.pivot_table(index="seed", columns="method", values="ari", aggfunc="mean")
+        if SENCA not in per_seed:
+            continue
+        row = {"dataset": dataset, "variant": variant, "slides": g["slide"].nunique(), "seeds": len(per_seed),
+               "SENCA-st": pm(per_seed[SENCA])}
+        for name, other in (("untrained", UNTRAINED), ("floor", FLOOR)):
+            row[name] = pm(per_seed[other]) if other in per_seed else "-"
+            row[f"training adds over {name}"] = pm(per_seed[SENCA] - per_seed[other]) if other in per_seed else "-"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def stage_table(long: pd.DataFrame) -> pd.DataFrame:
     """Wall time and peak RSS of every stage, per slide (default config, first seed: nothing reused)."""
     senca = long[(long["method"] == SENCA) & (long["config"] == "default")]
@@ -519,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads per stage [2]")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--slides", nargs="+", default=None, help="only these slides (e.g. A1 B1; for quick checks)")
+    parser.add_argument("--variants", nargs="+", default=None, metavar="NAME",
+                        help="only these variants (her2st_imageless her2st_image dlpfc_image dlpfc_imageless)")
     parser.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS), metavar="NAME",
                         help=f"paper tables 4-5 ablations to run ({', '.join(ABLATIONS)}) [all]; none: --ablations")
     parser.add_argument("--her2st-ablation-seeds", nargs="+", type=int, default=None,
@@ -545,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "dlpfc"):
         variants += dlpfc_variants(args.data.resolve(), work)
 
+    if args.variants:
+        variants = [v for v in variants if v.name in args.variants]
     if args.slides:
         variants = [Variant(v.name, v.dataset, v.label, [r for r in v.rows if r["slide"] in args.slides])
                     for v in variants]
@@ -604,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     datasets = dataset_table(per_slide, default)
     ablations = ablation_table(long)
     stages = stage_table(long)
+    adds = training_adds_table(long)
     shown = per_slide[["dataset", "slide", "variant", "method", "n_spots", "k", "ARI", "NMI", "seeds",
                        "wall_s", "first_seed_wall_s", "peak_rss_mib", "status"]]
     args.results.mkdir(parents=True, exist_ok=True)
@@ -612,7 +675,8 @@ def main(argv: list[str] | None = None) -> int:
           "wall_s: mean over seeds of the slide's stage times (later seeds reuse preprocess/embed-patches); "
           "first_seed_wall_s: the first seed, every stage computed; peers: their own wall time.\n\n"
           "## Per slide\n\n" + markdown(shown) + "\n\n## Per dataset (mean and median over slides of the seed-mean)\n\n"
-          + markdown(datasets) + "\n\n## Ablations (paper tables 4-5; SENCA-st, mean over slides, ± sd over seeds)\n\n"
+          + markdown(datasets) + "\n\n## What training adds (mean over slides per seed; ± sd over seeds; "
+          "differences paired by seed)\n\n" + markdown(adds) + "\n\n## Ablations (paper tables 4-5; SENCA-st, mean over slides, ± sd over seeds)\n\n"
           + markdown(ablations) + "\n\n## Wall time and peak memory per stage (first seed, each stage its own process)\n\n"
           + markdown(stages) + "\n")
     print("\n" + md)
@@ -621,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / "benchmark.json").write_text(json.dumps({
         "seeds": args.seeds, "epochs": args.epochs, "encoder": args.encoder, "threads": args.threads,
         "pca_components": PCA_COMPONENTS, "per_slide": json.loads(per_slide.to_json(orient="records")),
-        "per_dataset": datasets.to_dict(orient="records"), "ablations": ablations.to_dict(orient="records"),
+        "per_dataset": datasets.to_dict(orient="records"), "training_adds": adds.to_dict(orient="records"), "ablations": ablations.to_dict(orient="records"),
         "stages": json.loads(stages.to_json(orient="records")), "paper": PAPER,
     }, indent=1) + "\n")
     plot(per_slide, args.results / "benchmark.png")

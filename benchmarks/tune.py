@@ -87,6 +87,23 @@ def scores(embedding: np.ndarray, labels: np.ndarray, seed: int, methods: list[s
     return out
 
 
+def load_patches(folder: str, sample: str, coords: np.ndarray) -> np.ndarray:
+    """Patch features written by ``senca embed-patches`` into ``folder/{sample}/``, in the cached slide's spot order.
+
+    The folder's ``{sample}.spots.parquet`` (same preprocess) must hold the very coordinates of the cache:
+    a check that the rows line up, not an assumption.
+    """
+    from senca.io.artifacts import align_to_spots, embedding_matrix, read_table
+
+    root = Path(folder) / sample
+    spots, _ = read_table(root / f"{sample}.spots.parquet", "spots")
+    if not np.allclose(spots[["pixel_x", "pixel_y"]].to_numpy(np.float64), coords):
+        raise SystemExit(f"{root}: its spots are not the cached slide's (another preprocess?)")
+    patches, _ = read_table(root / f"{sample}.patches.parquet", "patches")
+    patches = align_to_spots(patches, spots["spot_id"].astype(str).tolist(), root / f"{sample}.patches.parquet")
+    return embedding_matrix(patches)
+
+
 def run_one(job: dict) -> list[dict]:
     import torch
 
@@ -101,6 +118,7 @@ def run_one(job: dict) -> list[dict]:
     labels, seed = slide["labels"], job["seed"]
     base = {"dataset": job["dataset"], "sample": job["sample"], "seed": seed, "tag": job["tag"]}
     rows = []
+    features = load_patches(job["patches"], job["sample"], slide["coords"]) if job["patches"] else None
     config = TrainConfig(**{**job["overrides"], "seed": seed, "device": "cpu"})
     if job["floor"]:
         graph = build_slide_graph(slide["source"], slide["target"], len(expr))
@@ -108,12 +126,12 @@ def run_one(job: dict) -> list[dict]:
         rows.append({**base, "what": "floor", **scores(view, labels, seed, ["gmm"])})
     if job["train"]:
         started = time.perf_counter()
-        result = train_senca(expr, slide["coords"], slide["source"], slide["target"], slide["distance"], None, config)
+        result = train_senca(expr, slide["coords"], slide["source"], slide["target"], slide["distance"], features, config)
         rows.append({**base, "what": "senca", "seconds": time.perf_counter() - started,
                      **scores(result.embeddings, labels, seed, job["methods"])})
     if job["untrained"]:
         cold = TrainConfig(**{**job["overrides"], "seed": seed, "device": "cpu", "epochs": 1, "lr": 1e-12})
-        result = train_senca(expr, slide["coords"], slide["source"], slide["target"], slide["distance"], None, cold)
+        result = train_senca(expr, slide["coords"], slide["source"], slide["target"], slide["distance"], features, cold)
         rows.append({**base, "what": "untrained", **scores(result.embeddings, labels, seed, job["methods"])})
     return rows
 
@@ -137,13 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="")
+    parser.add_argument("--patches", default=None, metavar="DIR",
+                        help="train with H&E: DIR/{sample}/{sample}.patches.parquet from senca embed-patches")
     parser.add_argument("--cache", default="/tmp/senca_tune_cache")
     args = parser.parse_args(argv)
     overrides = parse_overrides(args.overrides)
     jobs = [{"dataset": args.dataset, "sample": s, "seed": seed, "overrides": overrides, "flavor": args.hvg_flavor,
              "n_hvg": args.n_hvg, "gene_scale": args.gene_scale, "methods": args.methods.split(","),
              "floor": args.floor, "floor_hops": args.floor_hops, "train": args.train, "untrained": args.untrained,
-             "threads": args.threads, "tag": args.tag, "cache": args.cache}
+             "threads": args.threads, "tag": args.tag, "cache": args.cache, "patches": args.patches}
             for s in (args.slides or SLIDES[args.dataset]) for seed in args.seeds]
     for s in {j["sample"] for j in jobs}:  # preprocess once, before the pool
         load_slide(args.dataset, s, args.hvg_flavor, args.n_hvg, Path(args.cache))

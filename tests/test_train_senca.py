@@ -310,3 +310,51 @@ def test_reconstruct_views_decodes_rna_and_the_image_input(synthetic_preprocesse
     log, _ = read_table(tmp_path / "syn.train_log.parquet", "train_log")
     assert np.isfinite(log["mse"]).all() and log["mse"].iloc[-1] < log["mse"].iloc[0]
     assert cluster_ari(tmp_path / "syn.embeddings.parquet", synthetic_preprocessed) > 0.5
+
+
+def test_reconstruct_expression_decodes_the_spots_hvgs(synthetic_preprocessed, tmp_path):
+    result = run([*base_args(synthetic_preprocessed), "--reconstruct", "expression", "--substitute-hops", "1",
+                  "--epochs", "2", "--outdir", tmp_path, "--quiet"])
+    assert result.exit_code == 0, result.output
+    model = load_model(torch.load(tmp_path / "syn.model.pt", weights_only=True))
+    expr, _ = read_table(synthetic_preprocessed["expr"], "expr")
+    assert model.config.reconstruct == "expression"
+    assert model.decoder[-1].out_features == expr.shape[1] - 1  # every HVG column (spot_id aside)
+    meta = read_meta(tmp_path / "syn.embeddings.parquet")
+    assert meta["params"]["reconstruct"] == "expression" and meta["params"]["substitute_hops"] == 1
+    assert meta["image_substitute"]["hops"] == 1
+    log, _ = read_table(tmp_path / "syn.train_log.parquet", "train_log")
+    assert np.isfinite(log["mse"]).all() and log["mse"].iloc[-1] < log["mse"].iloc[0]
+    assert cluster_ari(tmp_path / "syn.embeddings.parquet", synthetic_preprocessed) > 0.5
+
+
+def test_image_pcs_and_substitute_shape_the_image_heads_input(synthetic_preprocessed, patches_file, tmp_path):
+    widths = {}
+    for name, flags in (("raw", ["--image-pcs", "0", "--image-only"]), ("pcs", ["--image-pcs", "8", "--image-only"]),
+                        ("both", ["--image-pcs", "8", "--image-with-substitute"])):
+        result = run([*base_args(synthetic_preprocessed), "--patches", patches_file, *flags, "--epochs", "1",
+                      "--outdir", tmp_path / name, "--quiet"])
+        assert result.exit_code == 0, result.output
+        model = load_model(torch.load(tmp_path / name / "syn.model.pt", weights_only=True))
+        widths[name] = model.config.image_dim
+        extra = read_meta(tmp_path / name / "syn.embeddings.parquet")
+        assert extra["image"] == "patches" and (extra["image_substitute"] is not None) == (name == "both")
+    assert widths == {"raw": 32, "pcs": 8, "both": 32 + 8}  # substitute view: 32 components
+
+
+def test_image_with_substitute_weighs_both_blocks_equally():
+    from senca.tiling import build_slide_graph
+    from senca.train import TrainConfig, image_view
+
+    rng = np.random.default_rng(0)
+    expr = rng.normal(size=(60, 40)).astype(np.float32)
+    source = np.repeat(np.arange(60), 2)
+    target = (source + np.tile([1, 2], 60)) % 60
+    graph = build_slide_graph(source, target, 60)
+    patches = 1000.0 * rng.normal(size=(60, 16)).astype(np.float32)  # the CNN's units: much larger
+    view, info = image_view(expr, graph, patches, TrainConfig(image_with_substitute=True, substitute_dim=8))
+    assert view.shape == (60, 8 + 16) and info["image_substitute"]["hops"] == TrainConfig().substitute_hops
+    rms = [float(block.var(dim=0, unbiased=False).mean().sqrt()) for block in (view[:, :8], view[:, 8:])]
+    assert rms == pytest.approx([1.0, 1.0], rel=1e-3)
+    half, _ = image_view(expr, graph, patches, TrainConfig(image_with_substitute=True, substitute_dim=8, image_weight=0.5))
+    assert [float(b.var(dim=0, unbiased=False).mean().sqrt()) for b in (half[:, :8], half[:, 8:])] == pytest.approx([1.0, 0.5], rel=1e-3)

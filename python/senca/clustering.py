@@ -15,7 +15,7 @@ import numpy as np
 
 CLUSTER_METHODS = ("gmm", "ward")
 GMM_PCS = 20  # principal components of S the mixture is fitted on (GraphST's mclust input: PCA 20)
-GMM_INITS = 10  # seeded k-means initialisations; the best log-likelihood wins (k-means++ seeds alone stall in 3 EM steps)
+GMM_INITS = 50  # seeded k-means inits; the best log-likelihood wins (k-means++ alone stalls in 3 EM steps; 10 missed the best fit: method.md)
 GMM_MAX_ITER = 300
 GMM_REG_COVAR = 1e-5
 

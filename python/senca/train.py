@@ -48,7 +48,7 @@ from senca.model.losses import (
 )
 from senca.model.senca import ModelConfig, SencaModel, SencaOutput
 from senca.progress import progress
-from senca.substitute import image_substitute
+from senca.substitute import image_substitute, pca
 from senca.tiling import SlideGraph, Tile, build_slide_graph, cell_batches, make_tile, spatial_tiles
 
 log = logging.getLogger("senca")
@@ -57,8 +57,12 @@ INFERENCE_TILE_SPOTS = 4096  # eval needs no gradients: bigger tiles, same bound
 GENE_SCALES = ("none", "zscore")
 # train-senca defaults that depend on the platform (preprocess records it as defaults_platform): docs/method.md
 PLATFORM_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "st": {"gene_scale": "none", "reconstruct": "branches"},
-    "visium": {"gene_scale": "zscore", "reconstruct": "branches"},  # views: +0.029, within 2 sd (method.md)
+    "st": {"gene_scale": "none", "reconstruct": "branches", "substitute_hops": 2, "image_pcs": 0,
+           "image_with_substitute": False, "image_weight": 1.0},
+    # round 5 (method.md): D decodes the spot's HVGs, a 1-hop substitute, and with H&E the image head reads
+    # [substitute, PCA 32 of the patch features] so the image adds to the expression's view, never replaces it
+    "visium": {"gene_scale": "zscore", "reconstruct": "expression", "substitute_hops": 1, "image_pcs": 32,
+               "image_with_substitute": True, "image_weight": 1.0},
 }
 LOG_COLUMNS = ["epoch", "step", "loss", "nt_xent_pooled", "nt_xent_window", "nt_xent_spot", "mse",
                "embedding_var", "encoder_input_var", "n_spots", "n_cells", "lr"]
@@ -97,6 +101,9 @@ class TrainConfig:
     substitute_hops: int = 2    # image-less slides: neighbourhood averaging steps
     substitute_dim: int = 32    # image-less slides: PCA width of the substitute view (docs/method.md)
     gene_scale: str = "none"    # "zscore": each HVG centred and scaled to unit variance (Visium default, by platform)
+    image_pcs: int = 0          # > 0: patch features PCA'd to this width before the image head's FC (0: the paper's raw features)
+    image_with_substitute: bool = False  # with H&E: the image head reads [substitute view, patch features] (docs/method.md)
+    image_weight: float = 1.0   # with image_with_substitute: the patch block's scale relative to the substitute's
 
     def validate(self) -> None:
         checks = [
@@ -111,9 +118,11 @@ class TrainConfig:
             (self.batch_spots >= 8, f"--batch-spots must be >= 8, got {self.batch_spots}"),
             (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
             (self.pool_pitches > 0, f"pool_pitches must be > 0, got {self.pool_pitches}"),
-            (self.reconstruct in ("branches", "encoder_input", "views"), f"unknown reconstruct target {self.reconstruct!r}"),
+            (self.reconstruct in ("branches", "encoder_input", "views", "expression"), f"unknown reconstruct target {self.reconstruct!r}"),
             (self.batching in ("scattered", "compact"), f"unknown batching {self.batching!r}"),
             (self.substitute_hops >= 0 and self.substitute_dim >= 1, "substitute_hops >= 0 and substitute_dim >= 1"),
+            (self.image_pcs >= 0, f"--image-pcs must be >= 0, got {self.image_pcs}"),
+            (self.image_weight > 0, f"--image-weight must be > 0, got {self.image_weight}"),
             (self.gene_scale in GENE_SCALES, f"--gene-scale must be one of {', '.join(GENE_SCALES)}, got {self.gene_scale!r}"),
         ]
         for ok, message in checks:
@@ -243,7 +252,20 @@ def image_view(expr: np.ndarray, graph: SlideGraph, image_features: np.ndarray |
     if image_features is None:
         view, substitute = image_substitute(expr, graph, config.substitute_hops, config.substitute_dim)
         return torch.as_tensor(view), {"image": "none", "image_substitute": substitute}
-    return torch.as_tensor(np.ascontiguousarray(image_features, dtype=np.float32)), {"image": "patches", "image_substitute": None}
+    features = np.ascontiguousarray(image_features, dtype=np.float32)
+    info: dict[str, Any] = {"image": "patches", "image_substitute": None}
+    if config.image_pcs and config.image_pcs < features.shape[1]:
+        features = pca(features, config.image_pcs)
+        info["image_pcs"] = int(features.shape[1])
+    if config.image_with_substitute:
+        view, substitute = image_substitute(expr, graph, config.substitute_hops, config.substitute_dim)
+        # each part at unit root-mean-variance (the patches' then times image_weight), so neither block's
+        # width or units decides its weight
+        parts = [weight * block / max(float(np.sqrt(block.var(axis=0).mean())), 1e-8)
+                 for weight, block in ((1.0, view), (config.image_weight, features))]
+        features = np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
+        info["image_substitute"] = substitute
+    return torch.as_tensor(features), info
 
 
 def build_model(n_genes: int, features: torch.Tensor, config: TrainConfig,

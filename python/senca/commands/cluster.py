@@ -22,7 +22,7 @@ from senca.plots import ensure_scanpy_image_key
               help="H&E image for the figures and uns['spatial'] [default: the one preprocess recorded].")
 @click.option("--method", type=click.Choice(["gmm", "ward"]), default=None,
               help="Flat clusters: ward = the Ward tree's cut (paper), gmm = tied Gaussian mixture on PCA 20 of S, "
-                   "best of 10 inits by likelihood [default: ward for legacy ST, gmm for Visium]. The Ward tree "
+                   "best of 50 inits by likelihood [default: ward for legacy ST, gmm for Visium]. The Ward tree "
                    "and dendrogram are written either way.")
 @seed_option
 @outdir_option

@@ -63,10 +63,22 @@ _DEFAULTS = _Defaults
 @click.option("--gene-scale", type=click.Choice(["none", "zscore"]), default=None,
               help="Per-gene z-score of the HVGs before training [default: none for legacy ST (paper), zscore for "
                    "Visium; docs/method.md].")
-@click.option("--reconstruct", type=click.Choice(["branches", "views", "encoder_input"]), default=None,
+@click.option("--reconstruct", type=click.Choice(["branches", "views", "encoder_input", "expression"]), default=None,
               help="What D reconstructs from S: branches = spot i's [R_i, H_i]; views = [R_i, the image branch's "
-                   "standardised input] (keeps the substitute's / image's information in S); encoder_input = E "
-                   "(eq. 1 literally) [default: branches; docs/method.md].")
+                   "standardised input]; expression = spot i's own HVG expression (as GraphST's decoder); "
+                   "encoder_input = E (eq. 1 literally) [default: by platform; docs/method.md].")
+@click.option("--substitute-hops", type=int, default=None,
+              help="Image-less slides: times the expression is averaged over each spot's neighbourhood to make the "
+                   "image branch's substitute view [default: by platform; docs/method.md].")
+@click.option("--image-pcs", type=int, default=None,
+              help="With H&E: PCA the patch features to this width before the image head (0: the raw features, "
+                   "the paper) [default: by platform; docs/method.md].")
+@click.option("--image-with-substitute/--image-only", default=None,
+              help="With H&E: the image head reads [substitute view, patch features] instead of the patch features "
+                   "alone (the paper) [default: by platform; docs/method.md].")
+@click.option("--image-weight", type=float, default=None,
+              help="With --image-with-substitute: the patch features' scale relative to the substitute view's "
+                   "[default: by platform; docs/method.md].")
 @seed_option
 @device_option
 @outdir_option
@@ -75,7 +87,8 @@ _DEFAULTS = _Defaults
 def train_senca(spots_path: Path, expr_path: Path, graph_path: Path, patches_path: Path | None, epochs: int, lr: float,
                 lambda_mse: float, temperature: float, hidden_dim: int, rna_dim: int, shared_dim: int, combine: str,
                 k: int | None, no_cross_attention: bool, no_hierarchical: bool, batch_spots: int, gene_scale: str | None,
-                reconstruct: str | None, seed: int, device: str, outdir: str, quiet: bool) -> None:
+                reconstruct: str | None, substitute_hops: int | None, image_pcs: int | None,
+                image_with_substitute: bool | None, image_weight: float | None, seed: int, device: str, outdir: str, quiet: bool) -> None:
     """Train the SENCA-st model on one slide, without labels.
 
     Writes {s}.model.pt (state dict + config, loadable with weights_only=True), {s}.embeddings.parquet
@@ -87,8 +100,10 @@ def train_senca(spots_path: Path, expr_path: Path, graph_path: Path, patches_pat
 
     inputs = read_training_inputs(spots_path, expr_path, graph_path, patches_path)
     platform = PLATFORM_TRAIN_DEFAULTS.get(str(inputs.defaults_platform), PLATFORM_TRAIN_DEFAULTS["st"])
-    config = TrainConfig(gene_scale=gene_scale or platform["gene_scale"],
-                         reconstruct=reconstruct or platform["reconstruct"], epochs=epochs, lr=lr, lambda_mse=lambda_mse, temperature=temperature, hidden_dim=hidden_dim,
+    given = {"gene_scale": gene_scale, "reconstruct": reconstruct, "substitute_hops": substitute_hops,
+             "image_pcs": image_pcs, "image_with_substitute": image_with_substitute, "image_weight": image_weight}
+    chosen = {key: platform.get(key, getattr(TrainConfig, key)) if value is None else value for key, value in given.items()}
+    config = TrainConfig(**chosen, epochs=epochs, lr=lr, lambda_mse=lambda_mse, temperature=temperature, hidden_dim=hidden_dim,
                          rna_dim=rna_dim, shared_dim=shared_dim, combine=combine, k=k,
                          cross_attention=not no_cross_attention, hierarchical=not no_hierarchical,
                          batch_spots=batch_spots, seed=seed, device=device)

@@ -24,7 +24,7 @@ from senca.model.cross_attention import NeighbourhoodCrossAttention
 from senca.model.graph_transformer import GraphTransformer
 
 COMBINE = ("concat", "sum")
-RECONSTRUCT = ("branches", "encoder_input", "views")
+RECONSTRUCT = ("branches", "encoder_input", "views", "expression")
 STANDARDISATION_BLOCK_VALUES = 1 << 23  # values per row block when fitting ImageHead's standardisation
 
 
@@ -44,7 +44,8 @@ class ModelConfig:
     normalise_encoder_input: bool = True  # LayerNorm (no affine) on E: its scale can neither collapse nor explode
     detach_branches: bool = True  # the MSE trains the shared encoder only; NT-Xent alone shapes H and R
     reconstruct: str = "branches"  # MSE target: "branches" = spot i's own [R_i, H_i]; "encoder_input" = E_i;
-    # "views" = [R_i, the image branch's standardised input of spot i] (features the network cannot move)
+    # "views" = [R_i, the image branch's standardised input of spot i] (features the network cannot move);
+    # "expression" = spot i's own HVG expression X_i, as GraphST's decoder (docs/method.md, round 5)
 
     def __post_init__(self) -> None:
         if self.combine not in COMBINE:
@@ -134,7 +135,7 @@ class SencaModel(nn.Module):
         self.input_norm = nn.LayerNorm(encoder_in, elementwise_affine=False) if config.normalise_encoder_input else nn.Identity()
         self.encoder = _mlp(encoder_in, config.rna_dim, config.shared_dim)
         target_dim = {"branches": 2 * config.rna_dim, "encoder_input": encoder_in,
-                      "views": config.rna_dim + config.image_dim}[config.reconstruct]
+                      "views": config.rna_dim + config.image_dim, "expression": config.n_genes}[config.reconstruct]
         self.decoder = _mlp(config.shared_dim, config.rna_dim, target_dim)
 
     def forward(self, x: torch.Tensor, image_features: torch.Tensor, gcn_edges: torch.Tensor,
@@ -153,6 +154,8 @@ class SencaModel(nn.Module):
         elif self.config.reconstruct == "views":
             width = (self.config.rna_dim,)
             target = torch.cat([F.layer_norm(r.detach(), width), self.image_branch.standardise(image_features)], dim=1)
+        elif self.config.reconstruct == "expression":
+            target = x
         else:
             target = e
         return SencaOutput(rna=r, image=h, encoder_input=e, shared=s, decoded=self.decoder(s), target=target)
