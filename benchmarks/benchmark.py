@@ -328,12 +328,12 @@ def smoothed_pca_gmm(slide_dir: Path, sample: str, k: int, seed: int) -> np.ndar
     from senca.io.artifacts import read_table
     from senca.substitute import image_substitute
     from senca.tiling import build_slide_graph
-    from senca.train import PLATFORM_TRAIN_DEFAULTS, TrainConfig, scale_genes
+    from senca.train import TrainConfig, platform_train_defaults, scale_genes
 
     expr, _ = read_table(slide_dir / f"{sample}.expr.parquet", "expr")
     graph, _ = read_table(slide_dir / f"{sample}.graph.parquet", "graph")
     _, spots_meta = read_table(slide_dir / f"{sample}.spots.parquet", "spots")
-    how = PLATFORM_TRAIN_DEFAULTS.get(str(spots_meta.get("defaults_platform")), {}).get("gene_scale", "none")
+    how = platform_train_defaults(spots_meta.get("defaults_platform"))["gene_scale"]
     X = scale_genes(np.ascontiguousarray(expr.drop(columns="spot_id").to_numpy(np.float32)), how)
     edges = graph[graph["source"] != graph["target"]]
     slide_graph = build_slide_graph(edges["source"].to_numpy(np.int64), edges["target"].to_numpy(np.int64), len(X))
@@ -349,19 +349,17 @@ def senca_untrained(slide_dir: Path, sample: str, k: int, seed: int) -> np.ndarr
     """
     from sklearn.cluster import AgglomerativeClustering
 
-    from senca.cluster import PLATFORM_CLUSTER_METHOD
+    from senca.cluster import resolve_method
     from senca.clustering import tied_gmm
-    from senca.train import PLATFORM_TRAIN_DEFAULTS, TrainConfig, read_training_inputs, train_senca
+    from senca.train import TrainConfig, platform_train_defaults, read_training_inputs, train_senca
 
     patches = slide_dir / f"{sample}.patches.parquet"
     inputs = read_training_inputs(slide_dir / f"{sample}.spots.parquet", slide_dir / f"{sample}.expr.parquet",
                                   slide_dir / f"{sample}.graph.parquet", patches if patches.exists() else None)
-    platform = str(inputs.defaults_platform)
-    config = TrainConfig(**PLATFORM_TRAIN_DEFAULTS.get(platform, PLATFORM_TRAIN_DEFAULTS["st"]), epochs=1, lr=1e-12,
-                         seed=seed, device="cpu")
+    config = TrainConfig(**platform_train_defaults(inputs.defaults_platform), epochs=1, lr=1e-12, seed=seed, device="cpu")
     S = train_senca(inputs.expr, inputs.coords, inputs.source, inputs.target, inputs.distance,
                     inputs.image_features, config).embeddings
-    if PLATFORM_CLUSTER_METHOD.get(platform, "ward") == "gmm":
+    if resolve_method(None, {"defaults_platform": inputs.defaults_platform}) == "gmm":
         return tied_gmm(S, k, seed=seed).labels
     return AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(S)
 

@@ -46,7 +46,7 @@ from senca.model.losses import (
     reconstruction_mse,
     window_mean,
 )
-from senca.model.senca import ModelConfig, SencaModel, SencaOutput
+from senca.model.senca import RECONSTRUCT, ModelConfig, SencaModel, SencaOutput
 from senca.progress import progress
 from senca.substitute import image_substitute, pca
 from senca.tiling import SlideGraph, Tile, build_slide_graph, cell_batches, make_tile, spatial_tiles
@@ -64,6 +64,13 @@ PLATFORM_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "visium": {"gene_scale": "zscore", "reconstruct": "expression", "substitute_hops": 1, "image_pcs": 32,
                "image_with_substitute": True, "image_weight": 1.0},
 }
+
+
+def platform_train_defaults(platform: str | None) -> dict[str, Any]:
+    """The train-senca settings for the platform preprocess recorded (legacy ST's, the paper's, when unknown)."""
+    return dict(PLATFORM_TRAIN_DEFAULTS.get(str(platform), PLATFORM_TRAIN_DEFAULTS["st"]))
+
+
 LOG_COLUMNS = ["epoch", "step", "loss", "nt_xent_pooled", "nt_xent_window", "nt_xent_spot", "mse",
                "embedding_var", "encoder_input_var", "n_spots", "n_cells", "lr"]
 
@@ -118,7 +125,7 @@ class TrainConfig:
             (self.batch_spots >= 8, f"--batch-spots must be >= 8, got {self.batch_spots}"),
             (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
             (self.pool_pitches > 0, f"pool_pitches must be > 0, got {self.pool_pitches}"),
-            (self.reconstruct in ("branches", "encoder_input", "views", "expression"), f"unknown reconstruct target {self.reconstruct!r}"),
+            (self.reconstruct in RECONSTRUCT, f"unknown reconstruct target {self.reconstruct!r}"),
             (self.batching in ("scattered", "compact"), f"unknown batching {self.batching!r}"),
             (self.substitute_hops >= 0 and self.substitute_dim >= 1, "substitute_hops >= 0 and substitute_dim >= 1"),
             (self.image_pcs >= 0, f"--image-pcs must be >= 0, got {self.image_pcs}"),

@@ -95,14 +95,14 @@ def train_senca(spots_path: Path, expr_path: Path, graph_path: Path, patches_pat
     (the shared embedding S per spot) and {s}.train_log.parquet (every loss term per step).
     """
     setup_logging(quiet)
-    from senca.train import PLATFORM_TRAIN_DEFAULTS, TrainConfig, read_training_inputs, write_training_outputs
+    from senca.train import TrainConfig, platform_train_defaults, read_training_inputs, write_training_outputs
     from senca.train import train_senca as run_training
 
     inputs = read_training_inputs(spots_path, expr_path, graph_path, patches_path)
-    platform = PLATFORM_TRAIN_DEFAULTS.get(str(inputs.defaults_platform), PLATFORM_TRAIN_DEFAULTS["st"])
+    platform = platform_train_defaults(inputs.defaults_platform)
     given = {"gene_scale": gene_scale, "reconstruct": reconstruct, "substitute_hops": substitute_hops,
              "image_pcs": image_pcs, "image_with_substitute": image_with_substitute, "image_weight": image_weight}
-    chosen = {key: platform.get(key, getattr(TrainConfig, key)) if value is None else value for key, value in given.items()}
+    chosen = {key: platform[key] if value is None else value for key, value in given.items()}
     config = TrainConfig(**chosen, epochs=epochs, lr=lr, lambda_mse=lambda_mse, temperature=temperature, hidden_dim=hidden_dim,
                          rna_dim=rna_dim, shared_dim=shared_dim, combine=combine, k=k,
                          cross_attention=not no_cross_attention, hierarchical=not no_hierarchical,
