@@ -271,3 +271,26 @@ def test_too_many_clusters_is_a_one_line_error(slide, tmp_path):
     assert_one_line_error(result, "--n-clusters", "at least 2")
     result = run_cli(*cluster_args(slide, tmp_path, "--image", tmp_path / "missing.jpg"), expect=None)
     assert_one_line_error(result, "missing.jpg", "not found")
+
+
+def test_umap_kernels_are_cached_and_the_layout_is_unchanged(tmp_path, monkeypatch):
+    """numba's on-disk cache for UMAP's kernels (docs/scaling.md): the same layout as a plain compile."""
+    import anndata as ad
+    import scanpy as sc
+
+    from senca.cluster import cache_umap_kernels
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    rng = np.random.default_rng(0)
+    S = np.concatenate([rng.normal(loc, 0.3, size=(40, 6)) for loc in (0.0, 3.0)]).astype(np.float32)
+
+    def layout() -> np.ndarray:
+        adata = ad.AnnData(np.zeros((len(S), 1), np.float32))
+        adata.obsm["X_senca"] = S
+        sc.pp.neighbors(adata, use_rep="X_senca", n_neighbors=10, random_state=0, transformer="sklearn")
+        sc.tl.umap(adata, random_state=0)
+        return adata.obsm["X_umap"]
+
+    plain = layout()
+    assert cache_umap_kernels() > 0
+    assert np.array_equal(layout(), plain)

@@ -351,3 +351,25 @@ def test_config_validation():
     for bad in ({"epochs": 0}, {"temperature": 0.0}, {"batch_spots": 4}, {"combine": "mean"}, {"hidden_dim": 250}):
         with pytest.raises(SencaError):
             TrainConfig(**bad).validate()
+
+
+def test_graph_contrast_prefers_the_real_pairs_once_trained():
+    """The DGI-style term is lower when R separates real windows from shuffled ones than when it cannot."""
+    from senca.model.losses import graph_contrast
+
+    torch.manual_seed(0)
+    n, d = 80, 8
+    window = torch.stack([torch.cat([torch.arange(n), (torch.arange(n) + 1) % n]),
+                          torch.cat([torch.arange(n), torch.arange(n)])])
+    regions = 3.0 * torch.eye(d).repeat_interleave(n // d, dim=0)  # eight spatial blocks of ten spots
+    shuffled = regions[torch.randperm(n)]
+    discriminator = torch.nn.Bilinear(d, d, 1)
+    optimiser = torch.optim.Adam(discriminator.parameters(), lr=0.05)
+    for _ in range(200):
+        optimiser.zero_grad()
+        graph_contrast(regions, shuffled, window, n, discriminator).backward()
+        optimiser.step()
+    informative = float(graph_contrast(regions, shuffled, window, n, discriminator))
+    blind = float(graph_contrast(regions, regions, window, n, discriminator))  # corrupt == real: nothing to tell
+    assert blind >= 2 * np.log(2.0) - 1e-4  # equal scores for both labels: two BCEs of at least log 2 each
+    assert informative < 0.7 * blind

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
@@ -162,3 +164,10 @@ def test_progress_bars_of_a_parallel_worker_name_its_slide(monkeypatch, capsys):
     finally:
         set_log_tag(None)
     assert "A1: train-senca" in capsys.readouterr().err
+
+
+def test_each_stamp_records_its_stages_wall_time(cohort):
+    """``senca run`` writes each stage's seconds into its stamp (benchmarks/speed.py reads them); resume ignores them."""
+    for stage in ("preprocess", "train-senca", "cluster", "markers"):
+        stamp = json.loads((cohort["out"] / "noimage" / ".senca" / f"{stage}.json").read_text())
+        assert isinstance(stamp["seconds"], float) and stamp["seconds"] >= 0, stage

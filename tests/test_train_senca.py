@@ -358,3 +358,43 @@ def test_image_with_substitute_weighs_both_blocks_equally():
     assert rms == pytest.approx([1.0, 1.0], rel=1e-3)
     half, _ = image_view(expr, graph, patches, TrainConfig(image_with_substitute=True, substitute_dim=8, image_weight=0.5))
     assert [float(b.var(dim=0, unbiased=False).mean().sqrt()) for b in (half[:, :8], half[:, 8:])] == pytest.approx([1.0, 0.5], rel=1e-3)
+
+
+def test_image_hops_average_the_patch_features_over_the_graph():
+    from senca.substitute import neighbourhood_smooth
+    from senca.tiling import build_slide_graph
+    from senca.train import TrainConfig, image_view
+
+    rng = np.random.default_rng(1)
+    expr = rng.normal(size=(50, 20)).astype(np.float32)
+    source = np.repeat(np.arange(50), 2)
+    graph = build_slide_graph(source, (source + np.tile([1, 2], 50)) % 50, 50)
+    patches = rng.normal(size=(50, 12)).astype(np.float32)
+    raw, _ = image_view(expr, graph, patches, TrainConfig())
+    smoothed, info = image_view(expr, graph, patches, TrainConfig(image_hops=1))
+    assert torch.equal(raw, torch.as_tensor(patches)) and info["image_hops"] == 1
+    assert torch.allclose(smoothed, neighbourhood_smooth(torch.as_tensor(patches), graph, 1))
+    assert not torch.allclose(smoothed, raw)  # the view really changed: each row is now a neighbourhood mean
+
+
+def test_graph_contrast_is_trained_logged_and_rebuilt(synthetic_preprocessed, tmp_path):
+    off = run([*base_args(synthetic_preprocessed), "--outdir", tmp_path / "off", "--epochs", "2", "--quiet"])
+    on = run([*base_args(synthetic_preprocessed), "--outdir", tmp_path / "on", "--epochs", "2", "--graph-contrast",
+              "1", "--quiet"])
+    assert off.exit_code == 0 and on.exit_code == 0, on.output
+    log_off, _ = read_table(tmp_path / "off" / "syn.train_log.parquet", "train_log")
+    log_on, _ = read_table(tmp_path / "on" / "syn.train_log.parquet", "train_log")
+    assert log_off["graph_contrast"].isna().all()  # the paper's loss: no such term
+    assert log_on["graph_contrast"].notna().all() and (log_on["graph_contrast"] > 0).all()
+    # the term is in the loss: the total is more than eq. 1's terms alone
+    eq1 = log_on[["nt_xent_pooled", "nt_xent_window"]].fillna(0).sum(axis=1) + 40.0 * log_on["mse"]
+    assert np.allclose(log_on["loss"], eq1 + log_on["graph_contrast"], rtol=1e-4)
+    checkpoint = torch.load(tmp_path / "on" / "syn.model.pt", weights_only=True)
+    model = load_model(checkpoint)
+    assert model.discriminator is not None and checkpoint["config"]["train"]["graph_contrast"] == 1.0
+    assert load_model(torch.load(tmp_path / "off" / "syn.model.pt", weights_only=True)).discriminator is None
+
+
+def test_bad_graph_contrast_and_image_hops(synthetic_preprocessed, tmp_path):
+    expect_error(run([*base_args(synthetic_preprocessed), "--outdir", tmp_path, "--graph-contrast", "-1"]), "--graph-contrast")
+    expect_error(run([*base_args(synthetic_preprocessed), "--outdir", tmp_path, "--image-hops", "-1"]), "--image-hops")

@@ -273,6 +273,36 @@ def micro_cluster_count(n: int, k: int | None) -> int:
     return int(max(min(wanted, n // 2), min(k or AUTO_K_RANGE[1], n)))
 
 
+def cache_umap_kernels() -> int:
+    """Let numba keep UMAP's compiled kernels on disk, so only a machine's first cluster stage compiles them.
+
+    Why: umap-learn jit-compiles its kernels (fuzzy simplicial set, layout optimisation) without
+    ``cache=True``, so every fresh process paid ~6 s of compilation on a 613-spot slide, more than the
+    clustering itself (docs/scaling.md). Numba's own on-disk cache stores the machine code per function
+    (``NUMBA_CACHE_DIR`` when set, else beside the package or in the user's cache folder); the results are
+    the same numbers. Where no cache folder can be written, the kernels are compiled as before. Returns
+    how many kernels will be cached.
+    """
+    try:
+        import umap.layouts
+        import umap.spectral
+        import umap.umap_
+        import umap.utils
+        from numba.core.registry import CPUDispatcher
+    except ImportError:  # no umap: scanpy will say so itself
+        return 0
+    cached = 0
+    for module in (umap.umap_, umap.layouts, umap.spectral, umap.utils):
+        for kernel in vars(module).values():
+            if isinstance(kernel, CPUDispatcher):
+                try:
+                    kernel.enable_caching()
+                    cached += 1
+                except Exception as exc:  # noqa: BLE001 - e.g. no writable cache location: compile as before
+                    log.debug("numba cannot cache %s: %s", getattr(kernel, "__name__", kernel), exc)
+    return cached
+
+
 def run_umap(adata: Any, S: np.ndarray, seed: int) -> None:
     """``sc.tl.umap`` on the kNN graph already in ``adata``; above ``UMAP_SPECTRAL_MAX_SPOTS`` it starts
     from PCA(2) of S instead of the spectral layout, whose eigensolver dominates at 10^5+ spots."""
@@ -439,6 +469,7 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
     import scanpy as sc
 
     adata.obsm["X_senca"] = S
+    cache_umap_kernels()
     n_neighbors = max(2, min(UMAP_NEIGHBORS, n - 1))
     sc.pp.neighbors(adata, use_rep="X_senca", n_neighbors=n_neighbors, random_state=seed,
                     transformer=_knn_transformer(n, n_neighbors, seed))

@@ -23,6 +23,7 @@ import json
 import logging
 import multiprocessing
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -229,18 +230,22 @@ def run_stage(call: StageCall, slide_dir: Path, resume: bool, quiet: bool) -> bo
     if resume and _stamp_matches(stamp, fingerprint, call):
         return False
     stamp.unlink(missing_ok=True)
+    started = time.perf_counter()
     try:
         invoke(call.stage, [*call.args, "--outdir", str(slide_dir), *(["--quiet"] if quiet else [])])
     except BaseException:
         _remove_outputs(call)  # a stage that failed half-way (e.g. the disk filled) leaves none of its set
         raise
+    seconds = time.perf_counter() - started
     outputs = _output_checksums(call)
     if outputs is None:
         missing = [p.name for p in call.outputs if not p.is_file()]
         raise SencaError(f"stage {call.stage} did not write {', '.join(missing) or 'readable outputs'}")
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(stamp) as tmp:
-        tmp.write_text(json.dumps({**fingerprint, "outputs": outputs}, indent=1, sort_keys=True))
+    with atomic_path(stamp) as tmp:  # the stage's wall time is recorded, never compared on resume
+        tmp.write_text(json.dumps({**fingerprint, "outputs": outputs, "seconds": round(seconds, 3)}, indent=1,
+                                  sort_keys=True))
+    log.info("%s: %s took %.1f s", slide_dir.name, call.stage, seconds)
     return True
 
 

@@ -40,6 +40,7 @@ from senca.graph import knn_edges, median_spot_pitch
 from senca.model.losses import (
     cell_mean,
     embedding_variance,
+    graph_contrast,
     nt_xent,
     overlapping_windows,
     pool_cells,
@@ -48,7 +49,7 @@ from senca.model.losses import (
 )
 from senca.model.senca import RECONSTRUCT, ModelConfig, SencaModel, SencaOutput
 from senca.progress import progress
-from senca.substitute import image_substitute, pca
+from senca.substitute import image_substitute, neighbourhood_smooth, pca
 from senca.tiling import SlideGraph, Tile, build_slide_graph, cell_batches, make_tile, spatial_tiles
 
 log = logging.getLogger("senca")
@@ -71,7 +72,7 @@ def platform_train_defaults(platform: str | None) -> dict[str, Any]:
     return dict(PLATFORM_TRAIN_DEFAULTS.get(str(platform), PLATFORM_TRAIN_DEFAULTS["st"]))
 
 
-LOG_COLUMNS = ["epoch", "step", "loss", "nt_xent_pooled", "nt_xent_window", "nt_xent_spot", "mse",
+LOG_COLUMNS = ["epoch", "step", "loss", "nt_xent_pooled", "nt_xent_window", "nt_xent_spot", "graph_contrast", "mse",
                "embedding_var", "encoder_input_var", "n_spots", "n_cells", "lr"]
 
 
@@ -111,6 +112,8 @@ class TrainConfig:
     image_pcs: int = 0          # > 0: patch features PCA'd to this width before the image head's FC (0: the paper's raw features)
     image_with_substitute: bool = False  # with H&E: the image head reads [substitute view, patch features] (docs/method.md)
     image_weight: float = 1.0   # with image_with_substitute: the patch block's scale relative to the substitute's
+    image_hops: int = 0         # with H&E: patch features averaged over spot + graph neighbours this many times first
+    graph_contrast: float = 0.0  # > 0: weight of a corrupted-graph (DGI) contrast on R added to eq. 1 (0: the paper)
 
     def validate(self) -> None:
         checks = [
@@ -130,6 +133,8 @@ class TrainConfig:
             (self.substitute_hops >= 0 and self.substitute_dim >= 1, "substitute_hops >= 0 and substitute_dim >= 1"),
             (self.image_pcs >= 0, f"--image-pcs must be >= 0, got {self.image_pcs}"),
             (self.image_weight > 0, f"--image-weight must be > 0, got {self.image_weight}"),
+            (self.image_hops >= 0, f"--image-hops must be >= 0, got {self.image_hops}"),
+            (self.graph_contrast >= 0, f"--graph-contrast must be >= 0, got {self.graph_contrast}"),
             (self.gene_scale in GENE_SCALES, f"--gene-scale must be one of {', '.join(GENE_SCALES)}, got {self.gene_scale!r}"),
         ]
         for ok, message in checks:
@@ -216,7 +221,7 @@ def tile_losses(out: SencaOutput, tile: Tile, cells: torch.Tensor | None, config
     c = tile.num_core
     h, r = out.image.float(), out.rna.float()
     nan = torch.tensor(float("nan"), device=h.device)
-    terms = {"nt_xent_pooled": nan, "nt_xent_window": nan, "nt_xent_spot": nan}
+    terms = {"nt_xent_pooled": nan, "nt_xent_window": nan, "nt_xent_spot": nan, "graph_contrast": nan}
     total = torch.zeros((), device=h.device)
     if config.hierarchical:
         window = tile.window_edges.to(h.device)
@@ -235,6 +240,16 @@ def tile_losses(out: SencaOutput, tile: Tile, cells: torch.Tensor | None, config
     terms["mse"] = reconstruction_mse(out.target[:c], out.decoded[:c], config.detach_target)
     terms["loss"] = total + config.lambda_mse * terms["mse"]
     return terms
+
+
+def corrupted_graph_term(model: SencaModel, tile: Tile, x: torch.Tensor, out: SencaOutput,
+                         device: torch.device) -> torch.Tensor:
+    """The DGI-style term: R of the tile against R of the same graph with its expression rows shuffled."""
+    shuffled = tile.nodes[torch.randperm(tile.num_nodes)]
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        corrupt = model.rna_branch(x[shuffled].to(device), tile.gcn_edges.to(device), tile.gcn_weight.to(device),
+                                   tile.attention_edges.to(device))
+    return graph_contrast(out.rna, corrupt, tile.window_edges.to(device), tile.num_core, model.discriminator)
 
 
 # ----------------------------------------------------------------------------- training
@@ -261,6 +276,9 @@ def image_view(expr: np.ndarray, graph: SlideGraph, image_features: np.ndarray |
         return torch.as_tensor(view), {"image": "none", "image_substitute": substitute}
     features = np.ascontiguousarray(image_features, dtype=np.float32)
     info: dict[str, Any] = {"image": "patches", "image_substitute": None}
+    if config.image_hops:
+        features = neighbourhood_smooth(torch.as_tensor(features), graph, config.image_hops).numpy()
+        info["image_hops"] = config.image_hops
     if config.image_pcs and config.image_pcs < features.shape[1]:
         features = pca(features, config.image_pcs)
         info["image_pcs"] = int(features.shape[1])
@@ -282,7 +300,8 @@ def build_model(n_genes: int, features: torch.Tensor, config: TrainConfig,
                                rna_dim=config.rna_dim, shared_dim=config.shared_dim, combine=config.combine,
                                cross_attention=config.cross_attention, dropout=config.dropout, heads=config.heads,
                                normalise_encoder_input=config.normalise_encoder_input,
-                               detach_branches=config.detach_branches, reconstruct=config.reconstruct)
+                               detach_branches=config.detach_branches, reconstruct=config.reconstruct,
+                               graph_contrast=config.graph_contrast > 0)
     model = SencaModel(model_config)
     model.image_branch.fit_standardisation(features)
     return model.to(device), model_config
@@ -303,6 +322,9 @@ def train_epoch(model: SencaModel, optimiser: torch.optim.Optimizer, epoch: int,
         cells = torch.as_tensor(_dense(slide_cells[tile.nodes[: tile.num_core].numpy()]))
         out = _forward(model, tile, x, features, device)
         terms = tile_losses(out, tile, cells, config)
+        if config.graph_contrast > 0:
+            terms["graph_contrast"] = corrupted_graph_term(model, tile, x, out, device)
+            terms["loss"] = terms["loss"] + config.graph_contrast * terms["graph_contrast"]
         optimiser.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimiser.step()
@@ -366,7 +388,8 @@ def train_senca(expr: np.ndarray, coords: np.ndarray, source: np.ndarray, target
 
     log_frame = pd.DataFrame(rows, columns=LOG_COLUMNS).astype({"epoch": "int64", "step": "int64", "n_spots": "int64", "n_cells": "int64"})
     last_epoch = log_frame[log_frame["epoch"] == log_frame["epoch"].max()]
-    final = {c: float(last_epoch[c].mean()) for c in ("loss", "nt_xent_pooled", "nt_xent_window", "nt_xent_spot", "mse")
+    final = {c: float(last_epoch[c].mean()) for c in ("loss", "nt_xent_pooled", "nt_xent_window", "nt_xent_spot",
+                                                                  "graph_contrast", "mse")
              if last_epoch[c].notna().any()}
     summary = {
         **image_info, "device": str(device), "k": k, "n_spots": n, "n_genes": expr.shape[1],

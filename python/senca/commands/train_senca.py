@@ -79,6 +79,12 @@ _DEFAULTS = _Defaults
 @click.option("--image-weight", type=float, default=None,
               help="With --image-with-substitute: the patch features' scale relative to the substitute view's "
                    "[default: by platform; docs/method.md].")
+@click.option("--image-hops", type=int, default=0, show_default=True,
+              help="With H&E: average the patch features over each spot and its graph neighbours this many times "
+                   "before the image head (0: the paper; measured in docs/method.md, round 6).")
+@click.option("--graph-contrast", type=float, default=0.0, show_default=True,
+              help="Weight of a corrupted-graph (DGI-style, as GraphST) contrast on R added to eq. 1 (0: the paper; "
+                   "measured in docs/method.md, round 6).")
 @seed_option
 @device_option
 @outdir_option
@@ -88,7 +94,8 @@ def train_senca(spots_path: Path, expr_path: Path, graph_path: Path, patches_pat
                 lambda_mse: float, temperature: float, hidden_dim: int, rna_dim: int, shared_dim: int, combine: str,
                 k: int | None, no_cross_attention: bool, no_hierarchical: bool, batch_spots: int, gene_scale: str | None,
                 reconstruct: str | None, substitute_hops: int | None, image_pcs: int | None,
-                image_with_substitute: bool | None, image_weight: float | None, seed: int, device: str, outdir: str, quiet: bool) -> None:
+                image_with_substitute: bool | None, image_weight: float | None, image_hops: int, graph_contrast: float,
+                seed: int, device: str, outdir: str, quiet: bool) -> None:
     """Train the SENCA-st model on one slide, without labels.
 
     Writes {s}.model.pt (state dict + config, loadable with weights_only=True), {s}.embeddings.parquet
@@ -106,7 +113,8 @@ def train_senca(spots_path: Path, expr_path: Path, graph_path: Path, patches_pat
     config = TrainConfig(**chosen, epochs=epochs, lr=lr, lambda_mse=lambda_mse, temperature=temperature, hidden_dim=hidden_dim,
                          rna_dim=rna_dim, shared_dim=shared_dim, combine=combine, k=k,
                          cross_attention=not no_cross_attention, hierarchical=not no_hierarchical,
-                         batch_spots=batch_spots, seed=seed, device=device)
+                         batch_spots=batch_spots, image_hops=image_hops, graph_contrast=graph_contrast, seed=seed,
+                         device=device)
     config.validate()
     if inputs.image_features is None:
         log.warning("%s: no --patches: image-less slide (image: none); the image branch gets the expression averaged "

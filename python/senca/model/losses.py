@@ -103,3 +103,25 @@ def embedding_variance(s: torch.Tensor) -> float:
     if s.shape[0] < 2:
         return float("nan")
     return float(s.detach().float().var(dim=0, unbiased=False).mean())
+
+
+def graph_contrast(real: torch.Tensor, corrupt: torch.Tensor, window_edges: torch.Tensor, num_core: int,
+                   discriminator: torch.nn.Module) -> torch.Tensor:
+    """Corrupted-graph contrast in the style of Deep Graph Infomax (GraphST's local-global term).
+
+    ``real``: an embedding of every tile node (N x d); ``corrupt``: the same network on the same graph with
+    the expression rows shuffled among the nodes. Each core spot's summary is the L2-normalised mean of its
+    window ({i} U kNN(i)) squashed by a sigmoid; the bilinear ``discriminator`` must score (spot, summary of
+    its own window) as real and (corrupted spot, that summary) as fake, and the same with the roles swapped.
+    Why: it rewards the features a spot shares with its neighbourhood and not with random spots, which a
+    reconstruction alone does not. O(edges x d), binary cross-entropy with logits.
+    """
+    n = real.shape[0]
+    summaries = [torch.sigmoid(F.normalize(window_mean(z.float(), window_edges, n)[:num_core], dim=1)) for z in (real, corrupt)]
+    own, shuffled = real[:num_core].float(), corrupt[:num_core].float()
+    loss = torch.zeros((), device=real.device)
+    for positive, negative, summary in ((own, shuffled, summaries[0]), (shuffled, own, summaries[1])):
+        scores = torch.cat([discriminator(positive, summary), discriminator(negative, summary)]).squeeze(1)
+        labels = torch.cat([torch.ones(num_core, device=real.device), torch.zeros(num_core, device=real.device)])
+        loss = loss + F.binary_cross_entropy_with_logits(scores, labels)
+    return loss

@@ -46,6 +46,7 @@ class ModelConfig:
     reconstruct: str = "branches"  # MSE target: "branches" = spot i's own [R_i, H_i]; "encoder_input" = E_i;
     # "views" = [R_i, the image branch's standardised input of spot i] (features the network cannot move);
     # "expression" = spot i's own HVG expression X_i, as GraphST's decoder (docs/method.md, round 5)
+    graph_contrast: bool = False  # a bilinear discriminator for the corrupted-graph (DGI) term (round 6)
 
     def __post_init__(self) -> None:
         if self.combine not in COMBINE:
@@ -137,6 +138,8 @@ class SencaModel(nn.Module):
         target_dim = {"branches": 2 * config.rna_dim, "encoder_input": encoder_in,
                       "views": config.rna_dim + config.image_dim, "expression": config.n_genes}[config.reconstruct]
         self.decoder = _mlp(config.shared_dim, config.rna_dim, target_dim)
+        # scores (R_i, summary of i's window): real pairs high, pairs with shuffled expression low (DGI)
+        self.discriminator = nn.Bilinear(config.rna_dim, config.rna_dim, 1) if config.graph_contrast else None
 
     def forward(self, x: torch.Tensor, image_features: torch.Tensor, gcn_edges: torch.Tensor,
                 gcn_weight: torch.Tensor, attention_edges: torch.Tensor, window_edges: torch.Tensor) -> SencaOutput:
