@@ -398,3 +398,26 @@ def test_graph_contrast_is_trained_logged_and_rebuilt(synthetic_preprocessed, tm
 def test_bad_graph_contrast_and_image_hops(synthetic_preprocessed, tmp_path):
     expect_error(run([*base_args(synthetic_preprocessed), "--outdir", tmp_path, "--graph-contrast", "-1"]), "--graph-contrast")
     expect_error(run([*base_args(synthetic_preprocessed), "--outdir", tmp_path, "--image-hops", "-1"]), "--image-hops")
+
+
+def test_substitute_pca_by_lanczos_matches_the_full_eigendecomposition():
+    """The substitute's PCA (ARPACK eigsh above EIGSH_MIN_WIDTH genes) gives eigh's components and scores."""
+    import senca.substitute as substitute
+
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=(400, 12)) @ rng.normal(size=(12, 300)) * np.linspace(3, 1, 12).repeat(25)[:300]
+    x = (signal + rng.normal(scale=0.5, size=(400, 300))).astype(np.float32)
+    covariance = np.cov(x.astype(np.float64), rowvar=False)
+    values, vectors = np.linalg.eigh(covariance)
+    top = vectors[:, np.argsort(values)[::-1][:16]]
+    lanczos = substitute.leading_eigenvectors(covariance, 16)
+    assert np.allclose(np.abs((top * lanczos).sum(axis=0)), 1.0, atol=1e-8)  # the same directions, same order
+    fast = substitute.pca(x, 16)
+    full_width = substitute.EIGSH_MIN_WIDTH
+    try:
+        substitute.EIGSH_MIN_WIDTH = 10**9  # force the full eigendecomposition
+        full = substitute.pca(x, 16)
+    finally:
+        substitute.EIGSH_MIN_WIDTH = full_width
+    assert np.allclose(fast, full, atol=1e-4 * np.abs(full).max())  # signs fixed the same way
+
