@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from peers_bench import pm  # this folder is on sys.path when the script runs
+from tables import markdown
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -528,14 +529,6 @@ def stage_table(long: pd.DataFrame) -> pd.DataFrame:
         row["total_s"] = float(first["total_s"])
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def markdown(df: pd.DataFrame) -> str:
-    head = "| " + " | ".join(df.columns) + " |"
-    rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join("" if pd.isna(v) else (f"{v:.1f}" if isinstance(v, float) else str(v)) for v in row)
-            + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, rule, *body])
 
 
 def plot(per_slide: pd.DataFrame, path: Path) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tables import markdown  # this folder is on sys.path when the script runs
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -133,14 +134,6 @@ def check_slide(name: str, preprocess_args: list[str], sample: str, work: Path, 
     return [*rows, both]
 
 
-def markdown(df: pd.DataFrame) -> str:
-    head = "| " + " | ".join(df.columns) + " |"
-    rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join("-" if pd.isna(v) else (f"{v:.3g}" if isinstance(v, float) else str(v)) for v in row)
-            + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, rule, *body])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="the device to check against the CPU (cuda; cpu for a dry run)")
@@ -181,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = table[table["patch_kmeans_ari"] < MIN_AGREEMENT_ARI]
     md = (f"# GPU check\n\n`benchmarks/gpu_check.py --device {args.device}`, {args.threads} CPU threads; "
           "train-senca's CPU time on the synthetic slide is measured over --cpu-epochs and completed to 10 epochs at the time of its later epochs.\n\n"
-          + markdown(table) + "\n")
+          + markdown(table, "{:.3g}", "-") + "\n")
     print(md)
     args.results.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.results / "gpu_check.csv", index=False)

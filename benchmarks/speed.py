@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tables import markdown  # this folder is on sys.path when the script runs
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -119,14 +120,6 @@ def with_ratios(row: dict[str, Any], peers: list[str]) -> dict[str, Any]:
     return row
 
 
-def markdown(df: pd.DataFrame) -> str:
-    head = "| " + " | ".join(df.columns) + " |"
-    rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join("-" if pd.isna(v) else (f"{v:.2f}" if isinstance(v, float) else str(v)) for v in row)
-            + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, rule, *body])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["H1", "151673", "151673_he"])
@@ -168,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                          *(f"senca/{p} {w}" for p in peers for w in ("wall", "peak"))] if c in table]
     md = (f"# senca speed\n\n`benchmarks/speed.py`, {args.threads} thread(s), CPU, best of {args.repeats}; "
           "senca: one fresh `senca run` process (imports included, --no-resume); peers: their own process on the "
-          "same slide and seed.\n\n" + markdown(table[shown]) + "\n")
+          "same slide and seed.\n\n" + markdown(table[shown], "{:.2f}", "-") + "\n")
     notes = [f"{r['case']}: {k} {v}" for r in rows for k, v in r.items() if k.endswith("_status") and v != "ok"]
     md += "".join(f"\n- {n}" for n in notes) + ("\n" if notes else "")
     print("\n" + md)
