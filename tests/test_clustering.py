@@ -44,6 +44,18 @@ def test_tied_gmm_is_deterministic_for_a_seed():
     assert np.array_equal(tied_gmm(X, 4, seed=5).labels, tied_gmm(X, 4, seed=5).labels)
 
 
+def test_one_thread_fit_is_the_threaded_fit(monkeypatch):
+    """tied_gmm fits on one BLAS/OpenMP thread for speed (docs/scaling.md): the same clusters as threaded."""
+    import senca.clustering as clustering
+
+    X, _ = anisotropic_blobs(seed=2, n=900, k=5)
+    single = tied_gmm(X, 5, seed=1, n_init=8)
+    monkeypatch.setattr(clustering, "GMM_THREADS", None)  # threadpoolctl: None = no limit
+    threaded = tied_gmm(X, 5, seed=1, n_init=8)
+    assert np.array_equal(single.labels, threaded.labels)
+    assert single.log_likelihood == pytest.approx(threaded.log_likelihood, rel=1e-12)
+
+
 def test_tied_gmm_refuses_more_components_than_spots():
     with pytest.raises(ValueError, match="components"):
         tied_gmm(np.zeros((3, 2), np.float32), 4)

@@ -18,6 +18,7 @@ GMM_PCS = 20  # principal components of S the mixture is fitted on (GraphST's mc
 GMM_INITS = 50  # seeded k-means inits; the best log-likelihood wins (k-means++ alone stalls in 3 EM steps; 10 missed the best fit: method.md)
 GMM_MAX_ITER = 300
 GMM_REG_COVAR = 1e-5
+GMM_THREADS = 1  # BLAS/OpenMP threads for the mixture fit (see tied_gmm)
 
 
 @dataclass
@@ -55,15 +56,20 @@ def tied_gmm(S: np.ndarray, k: int, seed: int = 0, n_init: int = GMM_INITS, n_pc
     partitions give equal label vectors.
     """
     from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_limits
 
     if k < 1 or k > len(S):
         raise ValueError(f"k = {k} components for {len(S)} spots")
     X = principal_components(S, n_pcs, seed)
     model = GaussianMixture(n_components=k, covariance_type="tied", n_init=n_init, max_iter=GMM_MAX_ITER,
                             reg_covar=GMM_REG_COVAR, init_params="kmeans", random_state=seed)
-    labels = model.fit_predict(X)
-    return MixtureFit(relabel_by_size(labels), float(model.score(X)), float(model.bic(X)), X.shape[1], n_init,
-                      bool(model.converged_))
+    # one BLAS/OpenMP thread: the k-means inits and EM steps on (spots x 20) are too small for threads to
+    # pay; on 2 cores the 50 inits took 14.7 s threaded and 3.2 s on one (DLPFC; 10 of 10 label vectors
+    # identical; 105,000 spots: 5.4 s vs 2.3 s): docs/scaling.md
+    with threadpool_limits(limits=GMM_THREADS):
+        labels = model.fit_predict(X)
+        log_likelihood, bic = float(model.score(X)), float(model.bic(X))
+    return MixtureFit(relabel_by_size(labels), log_likelihood, bic, X.shape[1], n_init, bool(model.converged_))
 
 
 def relabel_by_size(labels: np.ndarray) -> np.ndarray:
