@@ -54,14 +54,6 @@ def cases(data: Path) -> dict[str, Case]:
             "151673_he": Case("151673_he", "151673", {**visium, "image": "lowres"}, True)}
 
 
-def wall_and_peak(cmd: list[str], log_path: Path) -> tuple[int, float, float]:
-    """(exit code, wall s, peak RSS MiB) of one child process: the peers module's own measurement."""
-    from peers import _run_measured
-
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
-    return _run_measured(cmd, env, log_path, None)
-
-
 def time_senca(case: Case, work: Path, threads: int, encoder: str) -> dict[str, Any]:
     """One fresh ``senca run`` of the case's slide (no resume) and its stages' seconds from the stamps."""
     sheet = work / f"{case.name}.csv"
@@ -69,12 +61,12 @@ def time_senca(case: Case, work: Path, threads: int, encoder: str) -> dict[str, 
     outdir = work / f"senca_{case.name}"
     cmd = [str(REPO / ".venv" / "bin" / "senca"), "run", "--samplesheet", str(sheet), "--outdir", str(outdir),
            "--no-resume", "--quiet", "--seed", "0", "--device", "cpu", "--encoder", encoder]
-    env_threads = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                   "OPENBLAS_NUM_THREADS": str(threads)}
-    os.environ.update(env_threads)
-    rc, wall, peak = wall_and_peak(cmd, work / f"senca_{case.name}.log")
-    if rc != 0:
-        return {"senca_status": f"failed (exit {rc}): see {work / f'senca_{case.name}.log'}"}
+    from scale import run_measured  # wall and peak RSS of the child (os.wait4), its threads capped
+
+    measured = run_measured(cmd, work / f"senca_{case.name}.log", threads)
+    wall, peak = measured["wall_s"], measured["peak_rss_mib"]
+    if measured["rc"] != 0:
+        return {"senca_status": f"failed (exit {measured['rc']}): see {work / f'senca_{case.name}.log'}"}
     stamps = outdir / case.sample / ".senca"
     stages = {s: json.loads((stamps / f"{s}.json").read_text()).get("seconds")
               for s in STAGES if (stamps / f"{s}.json").is_file()}

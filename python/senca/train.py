@@ -72,8 +72,8 @@ def platform_train_defaults(platform: str | None) -> dict[str, Any]:
     return dict(PLATFORM_TRAIN_DEFAULTS.get(str(platform), PLATFORM_TRAIN_DEFAULTS["st"]))
 
 
-LOG_COLUMNS = ["epoch", "step", "loss", "nt_xent_pooled", "nt_xent_window", "nt_xent_spot", "graph_contrast", "mse",
-               "embedding_var", "encoder_input_var", "n_spots", "n_cells", "lr"]
+LOSS_TERMS = ("loss", "nt_xent_pooled", "nt_xent_window", "nt_xent_spot", "graph_contrast", "mse")
+LOG_COLUMNS = ["epoch", "step", *LOSS_TERMS, "embedding_var", "encoder_input_var", "n_spots", "n_cells", "lr"]
 
 
 @dataclass
@@ -216,8 +216,14 @@ def _forward(model: SencaModel, tile: Tile, x: torch.Tensor, features: torch.Ten
                      tile.gcn_weight.to(device), tile.attention_edges.to(device), tile.window_edges.to(device))
 
 
-def tile_losses(out: SencaOutput, tile: Tile, cells: torch.Tensor | None, config: TrainConfig) -> dict[str, torch.Tensor]:
-    """Eq. 1 on one tile's core spots; ``cells`` (core spots -> pooling cell) for the global term."""
+def tile_losses(out: SencaOutput, tile: Tile, cells: torch.Tensor | None, config: TrainConfig,
+                corrupt_rna: torch.Tensor | None = None,
+                discriminator: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """Eq. 1 on one tile's core spots; ``cells`` (core spots -> pooling cell) for the global term.
+
+    With ``config.graph_contrast`` > 0, ``corrupt_rna`` (R of the tile with its expression rows shuffled,
+    :func:`corrupted_rna`) and the model's ``discriminator`` add the DGI-style term at that weight.
+    """
     c = tile.num_core
     h, r = out.image.float(), out.rna.float()
     nan = torch.tensor(float("nan"), device=h.device)
@@ -237,19 +243,20 @@ def tile_losses(out: SencaOutput, tile: Tile, cells: torch.Tensor | None, config
     else:
         terms["nt_xent_spot"] = nt_xent(h[:c], r[:c], config.temperature)
         total = total + terms["nt_xent_spot"]
+    if config.graph_contrast > 0:
+        terms["graph_contrast"] = graph_contrast(r, corrupt_rna, tile.window_edges.to(h.device), c, discriminator)
+        total = total + config.graph_contrast * terms["graph_contrast"]
     terms["mse"] = reconstruction_mse(out.target[:c], out.decoded[:c], config.detach_target)
     terms["loss"] = total + config.lambda_mse * terms["mse"]
     return terms
 
 
-def corrupted_graph_term(model: SencaModel, tile: Tile, x: torch.Tensor, out: SencaOutput,
-                         device: torch.device) -> torch.Tensor:
-    """The DGI-style term: R of the tile against R of the same graph with its expression rows shuffled."""
+def corrupted_rna(model: SencaModel, tile: Tile, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """R of the tile's graph with its expression rows shuffled among the nodes: the DGI term's negatives."""
     shuffled = tile.nodes[torch.randperm(tile.num_nodes)]
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        corrupt = model.rna_branch(x[shuffled].to(device), tile.gcn_edges.to(device), tile.gcn_weight.to(device),
-                                   tile.attention_edges.to(device))
-    return graph_contrast(out.rna, corrupt, tile.window_edges.to(device), tile.num_core, model.discriminator)
+        return model.rna_branch(x[shuffled].to(device), tile.gcn_edges.to(device), tile.gcn_weight.to(device),
+                                tile.attention_edges.to(device))
 
 
 # ----------------------------------------------------------------------------- training
@@ -321,10 +328,8 @@ def train_epoch(model: SencaModel, optimiser: torch.optim.Optimizer, epoch: int,
         tile = make_tile(core, graph)
         cells = torch.as_tensor(_dense(slide_cells[tile.nodes[: tile.num_core].numpy()]))
         out = _forward(model, tile, x, features, device)
-        terms = tile_losses(out, tile, cells, config)
-        if config.graph_contrast > 0:
-            terms["graph_contrast"] = corrupted_graph_term(model, tile, x, out, device)
-            terms["loss"] = terms["loss"] + config.graph_contrast * terms["graph_contrast"]
+        corrupt = corrupted_rna(model, tile, x, device) if config.graph_contrast > 0 else None
+        terms = tile_losses(out, tile, cells, config, corrupt, model.discriminator)
         optimiser.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimiser.step()
@@ -388,9 +393,7 @@ def train_senca(expr: np.ndarray, coords: np.ndarray, source: np.ndarray, target
 
     log_frame = pd.DataFrame(rows, columns=LOG_COLUMNS).astype({"epoch": "int64", "step": "int64", "n_spots": "int64", "n_cells": "int64"})
     last_epoch = log_frame[log_frame["epoch"] == log_frame["epoch"].max()]
-    final = {c: float(last_epoch[c].mean()) for c in ("loss", "nt_xent_pooled", "nt_xent_window", "nt_xent_spot",
-                                                                  "graph_contrast", "mse")
-             if last_epoch[c].notna().any()}
+    final = {c: float(last_epoch[c].mean()) for c in LOSS_TERMS if last_epoch[c].notna().any()}
     summary = {
         **image_info, "device": str(device), "k": k, "n_spots": n, "n_genes": expr.shape[1],
         "steps": step, "spot_pitch": pitch, "pool_cell_size": cell_size, "train_seconds": round(train_seconds, 3),

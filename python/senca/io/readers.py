@@ -195,8 +195,8 @@ def read_legacy_st(counts_path: Path, positions_path: Path, normalised: bool = F
     table.index = table.index.astype(str)
     genes = _raw_header(counts_path)[-table.shape[1]:] if table.shape[1] else []  # pandas renames duplicates
     # a column-by-column to_numeric costs 1.6 s on a 15,000-gene slide: only for columns pandas did not parse as numbers
-    text = any(dtype.kind not in "biuf" for dtype in table.dtypes)
-    values = table.apply(pd.to_numeric, errors="coerce") if text else table
+    has_text_columns = any(dtype.kind not in "biuf" for dtype in table.dtypes)
+    values = table.apply(pd.to_numeric, errors="coerce") if has_text_columns else table
     if values.isna().to_numpy().any():
         r, c = np.argwhere(values.isna().to_numpy())[0]
         value = table.iat[r, c]

@@ -119,9 +119,9 @@ def graph_contrast(real: torch.Tensor, corrupt: torch.Tensor, window_edges: torc
     n = real.shape[0]
     summaries = [torch.sigmoid(F.normalize(window_mean(z.float(), window_edges, n)[:num_core], dim=1)) for z in (real, corrupt)]
     own, shuffled = real[:num_core].float(), corrupt[:num_core].float()
+    labels = torch.cat([torch.ones(num_core, device=real.device), torch.zeros(num_core, device=real.device)])
     loss = torch.zeros((), device=real.device)
     for positive, negative, summary in ((own, shuffled, summaries[0]), (shuffled, own, summaries[1])):
         scores = torch.cat([discriminator(positive, summary), discriminator(negative, summary)]).squeeze(1)
-        labels = torch.cat([torch.ones(num_core, device=real.device), torch.zeros(num_core, device=real.device)])
         loss = loss + F.binary_cross_entropy_with_logits(scores, labels)
     return loss
