@@ -398,6 +398,37 @@ def test_graph_contrast_is_trained_logged_and_rebuilt(synthetic_preprocessed, tm
 def test_bad_graph_contrast_and_image_hops(synthetic_preprocessed, tmp_path):
     expect_error(run([*base_args(synthetic_preprocessed), "--outdir", tmp_path, "--graph-contrast", "-1"]), "--graph-contrast")
     expect_error(run([*base_args(synthetic_preprocessed), "--outdir", tmp_path, "--image-hops", "-1"]), "--image-hops")
+    expect_error(run([*base_args(synthetic_preprocessed), "--outdir", tmp_path, "--input-pcs", "-1"]), "--input-pcs")
+
+
+def test_input_pcs_set_what_the_rna_branch_reads(synthetic_preprocessed, tmp_path):
+    n_hvg = read_table(synthetic_preprocessed["expr"], "expr")[0].shape[1] - 1  # minus spot_id
+    for pcs, width, kind in ((0, n_hvg, "hvg"), (8, 8, "hvg_pca")):
+        out = tmp_path / str(pcs)
+        result = run([*base_args(synthetic_preprocessed), "--input-pcs", pcs, "--epochs", "1", "--outdir", out, "--quiet"])
+        assert result.exit_code == 0, result.output
+        checkpoint = torch.load(out / "syn.model.pt", weights_only=True)
+        assert load_model(checkpoint).config.n_genes == width
+        assert read_meta(out / "syn.embeddings.parquet")["rna_input"] == {"kind": kind, "width": width}
+        assert checkpoint["config"]["rna_input"] == {"kind": kind, "width": width}
+        # the substitute view is made from the HVGs either way: same width, same image branch input
+        assert load_model(checkpoint).config.image_dim == 32
+
+
+def test_network_input_is_pca_scores_at_unit_root_mean_variance():
+    from senca.substitute import pca
+    from senca.train import TrainConfig, network_input
+
+    rng = np.random.default_rng(0)
+    expr = (rng.normal(size=(200, 5)) @ rng.normal(size=(5, 60)) * 7 + rng.normal(size=(200, 60))).astype(np.float32)
+    same, info = network_input(expr, TrainConfig(input_pcs=0))
+    assert same is expr and info == {"kind": "hvg", "width": 60}
+    assert network_input(expr, TrainConfig(input_pcs=60))[0] is expr  # as wide as the HVGs: nothing to reduce
+    scores, info = network_input(expr, TrainConfig(input_pcs=10))
+    assert scores.shape == (200, 10) and info == {"kind": "hvg_pca", "width": 10}
+    assert float(np.sqrt(scores.var(axis=0).mean())) == pytest.approx(1.0, rel=1e-4)
+    reference = pca(expr, 10)  # one global scale: the components' relative variances are kept
+    np.testing.assert_allclose(scores * np.sqrt(reference.var(axis=0).mean()), reference, rtol=1e-4, atol=1e-4)
 
 
 def test_substitute_pca_by_lanczos_matches_the_full_eigendecomposition():
