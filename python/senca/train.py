@@ -59,11 +59,11 @@ GENE_SCALES = ("none", "zscore")
 # train-senca defaults that depend on the platform (preprocess records it as defaults_platform): docs/method.md
 PLATFORM_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "st": {"gene_scale": "none", "reconstruct": "branches", "substitute_hops": 2, "image_pcs": 0,
-           "image_with_substitute": False, "image_weight": 1.0, "input_pcs": 0},
+           "image_with_substitute": False, "image_weight": 1.0},
     # round 5 (method.md): D decodes the spot's HVGs, a 1-hop substitute, and with H&E the image head reads
     # [substitute, PCA 32 of the patch features] so the image adds to the expression's view, never replaces it
     "visium": {"gene_scale": "zscore", "reconstruct": "expression", "substitute_hops": 1, "image_pcs": 32,
-               "image_with_substitute": True, "image_weight": 1.0, "input_pcs": 0},
+               "image_with_substitute": True, "image_weight": 1.0},
 }
 
 
@@ -282,15 +282,20 @@ def network_input(expr: np.ndarray, config: TrainConfig) -> tuple[np.ndarray, di
 
     Why an option: PCA 200 of the 3,000 scaled Visium HVGs (as SEDR, CCST and DeepST feed their networks)
     was measured as a cheaper, denoised input; it kept the same ARI on DLPFC but saved only ~7 % of the
-    training on 2 threads, so the paper's HVG input stays the default (docs/method.md, round 7). The scores are divided by one global scale (their root mean
-    variance), as the image head's input is, so their relative variances are kept. The substitute view
-    and the reconstruction target of ``reconstruct="expression"`` follow what the branch reads.
+    training on 2 threads, so the HVGs stay the default (docs/method.md, round 7). The scores are brought
+    to unit root mean variance by one global scale, as the image head's input is, so their relative
+    variances are kept. The substitute view is still made from the HVGs; the reconstruction target of
+    ``reconstruct="expression"`` is what the branch reads.
     """
     if not config.input_pcs or config.input_pcs >= expr.shape[1]:
         return expr, {"kind": "hvg", "width": int(expr.shape[1])}
-    scores = pca(expr, config.input_pcs)
-    scores /= max(float(np.sqrt(scores.var(axis=0).mean())), 1e-8)
+    scores = unit_root_mean_variance(pca(expr, config.input_pcs))
     return np.ascontiguousarray(scores, dtype=np.float32), {"kind": "hvg_pca", "width": int(scores.shape[1])}
+
+
+def unit_root_mean_variance(block: np.ndarray, weight: float = 1.0) -> np.ndarray:
+    """``weight`` x ``block`` divided by the block's root mean column variance: one scale for every column."""
+    return weight * block / max(float(np.sqrt(block.var(axis=0).mean())), 1e-8)
 
 
 def image_view(expr: np.ndarray, graph: SlideGraph, image_features: np.ndarray | None,
@@ -311,8 +316,7 @@ def image_view(expr: np.ndarray, graph: SlideGraph, image_features: np.ndarray |
         view, substitute = image_substitute(expr, graph, config.substitute_hops, config.substitute_dim)
         # each part at unit root-mean-variance (the patches' then times image_weight), so neither block's
         # width or units decides its weight
-        parts = [weight * block / max(float(np.sqrt(block.var(axis=0).mean())), 1e-8)
-                 for weight, block in ((1.0, view), (config.image_weight, features))]
+        parts = [unit_root_mean_variance(view), unit_root_mean_variance(features, config.image_weight)]
         features = np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
         info["image_substitute"] = substitute
     return torch.as_tensor(features), info
