@@ -7,8 +7,8 @@ benchmark's; k = number of distinct usable labels (``undetermined``/NA excluded)
 
 * HER2ST A1 B1 C1 D1 E1 F1 G2 H1, image-less: SpaGCN (coordinates only) and GraphST (leiden and gmm), each seed;
   A1 with its H&E (``her2st/A1_he``): SpaGCN with histology.
-* DLPFC 151673: SpaGCN with its lowres H&E and without; GraphST gmm and GraphST leiden (GraphST uses no
-  image), run last (each ~800-1,100 s on 2 cores).
+* DLPFC 151673 and 151674: SpaGCN with its lowres H&E and without; GraphST gmm and GraphST leiden (GraphST
+  uses no image), run last (each ~800-1,800 s on 2 cores).
 
 Both peers' scores are of their refined labels (SpaGCN ``refine``, GraphST ``refine_label`` radius 50);
 the unrefined ARI is in the CSV and the per-dataset table. A peer that fails gets a row whose status
@@ -39,6 +39,7 @@ from peers import PeerError, PeerInput, check_venv, export_peer_input, run_peer 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 HER2ST_SLIDES = ["A1", "B1", "C1", "D1", "E1", "F1", "G2", "H1"]
+DLPFC_SLIDES = ["151673", "151674"]
 METHOD_NAMES = {("spagcn", "leiden"): "SpaGCN", ("graphst", "leiden"): "GraphST (leiden)",
                 ("graphst", "gmm"): "GraphST (gmm)"}
 
@@ -76,11 +77,11 @@ def her2st_specs(data: Path) -> dict[str, Any]:
 
 
 def dlpfc_specs(data: Path) -> dict[str, Any]:
-    """151673 as Space Ranger outs/: the reader picks its lowres H&E (the only image there)."""
+    """151673 and 151674 as Space Ranger outs/: the reader picks each one's lowres H&E (the only image there)."""
     from senca.io.samplesheet import SlideSpec
 
-    root = data / "dlpfc" / "151673"
-    return {"151673": SlideSpec("151673", root / "outs", None, None, root / "labels.csv")}
+    return {slide: SlideSpec(slide, data / "dlpfc" / slide / "outs", None, None, data / "dlpfc" / slide / "labels.csv")
+            for slide in DLPFC_SLIDES}
 
 
 def jobs_for(args: argparse.Namespace) -> list[Job]:
@@ -88,24 +89,25 @@ def jobs_for(args: argparse.Namespace) -> list[Job]:
     seeds = tuple(args.seeds)
     jobs: list[Job] = []
     if args.only in (None, "her2st"):
-        for slide in args.slides or HER2ST_SLIDES:
+        for slide in [s for s in HER2ST_SLIDES if not args.slides or s in args.slides]:
             if "spagcn" in args.methods:
                 jobs.append(Job("her2st", slide, "image-less", slide, "spagcn", "leiden", False, seeds, args.threads))
             if "graphst" in args.methods:
                 for clustering in args.her2st_graphst:
                     jobs.append(Job("her2st", slide, "image-less", slide, "graphst", clustering, False, seeds,
                                     args.threads))
-        if "spagcn" in args.methods and "A1" in (args.slides or HER2ST_SLIDES):
+        if "spagcn" in args.methods and (not args.slides or "A1" in args.slides):
             jobs.append(Job("her2st", "A1", "H&E", "A1_image", "spagcn", "leiden", True, seeds, args.threads))
     if args.only in (None, "dlpfc"):
-        if "spagcn" in args.methods:
-            jobs.append(Job("dlpfc", "151673", "lowres H&E", "151673", "spagcn", "leiden", True, seeds, args.threads))
-            jobs.append(Job("dlpfc", "151673", "image-less", "151673", "spagcn", "leiden", False, seeds, args.threads))
-        if "graphst" in args.methods:
-            graphst_seeds = tuple(args.dlpfc_graphst_seeds)
-            for clustering in args.dlpfc_graphst:
-                jobs.append(Job("dlpfc", "151673", "image-less", "151673", "graphst", clustering, False,
-                                graphst_seeds, args.heavy_threads, heavy=True))
+        slides = [s for s in DLPFC_SLIDES if not args.slides or s in args.slides]
+        for slide in slides:
+            if "spagcn" in args.methods:
+                jobs.append(Job("dlpfc", slide, "lowres H&E", slide, "spagcn", "leiden", True, seeds, args.threads))
+                jobs.append(Job("dlpfc", slide, "image-less", slide, "spagcn", "leiden", False, seeds, args.threads))
+            if "graphst" in args.methods:
+                for clustering in args.dlpfc_graphst:
+                    jobs.append(Job("dlpfc", slide, "image-less", slide, "graphst", clustering, False,
+                                    tuple(args.dlpfc_graphst_seeds), args.heavy_threads, heavy=True))
     return sorted(jobs, key=lambda j: j.heavy)  # stable: the order above within light and heavy
 
 
@@ -227,7 +229,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
                    help="GraphST clusterings on HER2ST [leiden gmm]; none to skip")
     p.add_argument("--only", choices=["her2st", "dlpfc"], default=None)
     p.add_argument("--methods", nargs="+", choices=["spagcn", "graphst"], default=["spagcn", "graphst"])
-    p.add_argument("--slides", nargs="+", default=None, help="only these HER2ST slides")
+    p.add_argument("--slides", nargs="+", default=None, help="only these slides (HER2ST or DLPFC names)")
     p.add_argument("--threads", type=int, default=1, help="threads per peer run [1]")
     p.add_argument("--heavy-threads", type=int, default=2, help="threads for DLPFC GraphST [2]")
     p.add_argument("--timeout", type=float, default=None, help="seconds before a peer run is killed [none]")
