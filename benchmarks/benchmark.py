@@ -48,14 +48,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from peers_bench import pm  # this folder is on sys.path when the script runs
+from peers_bench import DLPFC_SLIDES, HER2ST_SLIDES, pm  # this folder is on sys.path when the script runs
 from tables import markdown
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
-HER2ST_SLIDES = ["A1", "B1", "C1", "D1", "E1", "F1", "G2", "H1"]
-DLPFC_SLIDES = ["151673", "151674"]
 PCA_COMPONENTS = 50
 SENCA = "SENCA-st"
 REUSED_STAGES = ("preprocess", "embed-patches")  # seed-independent: computed once, copied to later seeds

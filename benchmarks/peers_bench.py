@@ -84,23 +84,27 @@ def dlpfc_specs(data: Path) -> dict[str, Any]:
             for slide in DLPFC_SLIDES}
 
 
+def selected(slides: list[str], wanted: list[str] | None) -> list[str]:
+    """``slides`` in their order, only those in ``wanted`` (``--slides``; None: all)."""
+    return [s for s in slides if not wanted or s in wanted]
+
+
 def jobs_for(args: argparse.Namespace) -> list[Job]:
     """The runs the issue asks for, light ones first, DLPFC GraphST last."""
     seeds = tuple(args.seeds)
     jobs: list[Job] = []
     if args.only in (None, "her2st"):
-        for slide in [s for s in HER2ST_SLIDES if not args.slides or s in args.slides]:
+        for slide in selected(HER2ST_SLIDES, args.slides):
             if "spagcn" in args.methods:
                 jobs.append(Job("her2st", slide, "image-less", slide, "spagcn", "leiden", False, seeds, args.threads))
             if "graphst" in args.methods:
                 for clustering in args.her2st_graphst:
                     jobs.append(Job("her2st", slide, "image-less", slide, "graphst", clustering, False, seeds,
                                     args.threads))
-        if "spagcn" in args.methods and (not args.slides or "A1" in args.slides):
+        if "spagcn" in args.methods and selected(["A1"], args.slides):
             jobs.append(Job("her2st", "A1", "H&E", "A1_image", "spagcn", "leiden", True, seeds, args.threads))
     if args.only in (None, "dlpfc"):
-        slides = [s for s in DLPFC_SLIDES if not args.slides or s in args.slides]
-        for slide in slides:
+        for slide in selected(DLPFC_SLIDES, args.slides):
             if "spagcn" in args.methods:
                 jobs.append(Job("dlpfc", slide, "lowres H&E", slide, "spagcn", "leiden", True, seeds, args.threads))
                 jobs.append(Job("dlpfc", slide, "image-less", slide, "spagcn", "leiden", False, seeds, args.threads))
