@@ -129,6 +129,9 @@ def run_one(job: dict) -> list[dict]:
         result = train_senca(expr, slide["coords"], slide["source"], slide["target"], slide["distance"], features, config)
         rows.append({**base, "what": "senca", "seconds": time.perf_counter() - started,
                      **scores(result.embeddings, labels, seed, job["methods"])})
+        if job["save"]:
+            Path(job["save"]).mkdir(parents=True, exist_ok=True)
+            np.save(Path(job["save"]) / f"{job['sample']}_seed{seed}.npy", result.embeddings)
     if job["untrained"]:
         cold = TrainConfig(**{**job["overrides"], "seed": seed, "device": "cpu", "epochs": 1, "lr": 1e-12})
         result = train_senca(expr, slide["coords"], slide["source"], slide["target"], slide["distance"], features, cold)
@@ -158,12 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patches", default=None, metavar="DIR",
                         help="train with H&E: DIR/{sample}/{sample}.patches.parquet from senca embed-patches")
     parser.add_argument("--cache", default="/tmp/senca_tune_cache")
+    parser.add_argument("--save", default=None, metavar="DIR", help="write each trained S to DIR/{sample}_seed{seed}.npy")
     args = parser.parse_args(argv)
     overrides = parse_overrides(args.overrides)
     jobs = [{"dataset": args.dataset, "sample": s, "seed": seed, "overrides": overrides, "flavor": args.hvg_flavor,
              "n_hvg": args.n_hvg, "gene_scale": args.gene_scale, "methods": args.methods.split(","),
              "floor": args.floor, "floor_hops": args.floor_hops, "train": args.train, "untrained": args.untrained,
-             "threads": args.threads, "tag": args.tag, "cache": args.cache, "patches": args.patches}
+             "threads": args.threads, "tag": args.tag, "cache": args.cache, "patches": args.patches,
+             "save": args.save}
             for s in (args.slides or SLIDES[args.dataset]) for seed in args.seeds]
     for s in {j["sample"] for j in jobs}:  # preprocess once, before the pool
         load_slide(args.dataset, s, args.hvg_flavor, args.n_hvg, Path(args.cache))

@@ -121,6 +121,18 @@ def test_reconstruction_target(slide, graph, reconstruct, width):
         assert out.target is out.encoder_input
 
 
+def test_smoothed_expression_target_is_the_window_mean_of_the_hvgs(slide, graph):
+    n = len(slide["expr"])
+    model = small_model(slide, reconstruct="smoothed_expression")
+    out, tile = forward(model, slide, graph, torch.randn(n, 16))
+    x = torch.as_tensor(slide["expr"])
+    assert out.decoded.shape == out.target.shape == x.shape
+    source, target = tile.window_edges  # member -> centre, self loops included
+    spot = int(target[0])
+    torch.testing.assert_close(out.target[spot], x[source[target == spot]].mean(dim=0))
+    assert not out.target.requires_grad  # data, not a function of the parameters
+
+
 def test_collapse_guard_detaches_the_target():
     e = torch.randn(10, 8, requires_grad=True)
     d = torch.randn(10, 8, requires_grad=True)

@@ -312,16 +312,17 @@ def test_reconstruct_views_decodes_rna_and_the_image_input(synthetic_preprocesse
     assert cluster_ari(tmp_path / "syn.embeddings.parquet", synthetic_preprocessed) > 0.5
 
 
-def test_reconstruct_expression_decodes_the_spots_hvgs(synthetic_preprocessed, tmp_path):
-    result = run([*base_args(synthetic_preprocessed), "--reconstruct", "expression", "--substitute-hops", "1",
+@pytest.mark.parametrize("target", ["expression", "smoothed_expression"])
+def test_reconstruct_expression_decodes_the_spots_hvgs(synthetic_preprocessed, tmp_path, target):
+    result = run([*base_args(synthetic_preprocessed), "--reconstruct", target, "--substitute-hops", "1",
                   "--epochs", "2", "--outdir", tmp_path, "--quiet"])
     assert result.exit_code == 0, result.output
     model = load_model(torch.load(tmp_path / "syn.model.pt", weights_only=True))
     expr, _ = read_table(synthetic_preprocessed["expr"], "expr")
-    assert model.config.reconstruct == "expression"
+    assert model.config.reconstruct == target
     assert model.decoder[-1].out_features == expr.shape[1] - 1  # every HVG column (spot_id aside)
     meta = read_meta(tmp_path / "syn.embeddings.parquet")
-    assert meta["params"]["reconstruct"] == "expression" and meta["params"]["substitute_hops"] == 1
+    assert meta["params"]["reconstruct"] == target and meta["params"]["substitute_hops"] == 1
     assert meta["image_substitute"]["hops"] == 1
     log, _ = read_table(tmp_path / "syn.train_log.parquet", "train_log")
     assert np.isfinite(log["mse"]).all() and log["mse"].iloc[-1] < log["mse"].iloc[0]

@@ -63,9 +63,11 @@ _DEFAULTS = _Defaults
 @click.option("--gene-scale", type=click.Choice(["none", "zscore"]), default=None,
               help="Per-gene z-score of the HVGs before training [default: none for legacy ST (paper), zscore for "
                    "Visium; docs/method.md].")
-@click.option("--reconstruct", type=click.Choice(["branches", "views", "encoder_input", "expression"]), default=None,
+@click.option("--reconstruct", default=None,
+              type=click.Choice(["branches", "views", "encoder_input", "expression", "smoothed_expression"]),
               help="What D reconstructs from S: branches = spot i's [R_i, H_i]; views = [R_i, the image branch's "
                    "standardised input]; expression = spot i's own HVG expression (as GraphST's decoder); "
+                   "smoothed_expression = the HVGs averaged over i's window (docs/method.md, round 9); "
                    "encoder_input = E (eq. 1 literally) [default: by platform; docs/method.md].")
 @click.option("--substitute-hops", type=int, default=None,
               help="Image-less slides: times the expression is averaged over each spot's neighbourhood to make the "

@@ -22,9 +22,10 @@ from torch import nn
 
 from senca.model.cross_attention import NeighbourhoodCrossAttention
 from senca.model.graph_transformer import GraphTransformer
+from senca.model.losses import window_mean
 
 COMBINE = ("concat", "sum")
-RECONSTRUCT = ("branches", "encoder_input", "views", "expression")
+RECONSTRUCT = ("branches", "encoder_input", "views", "expression", "smoothed_expression")
 STANDARDISATION_BLOCK_VALUES = 1 << 23  # values per row block when fitting ImageHead's standardisation
 
 
@@ -45,7 +46,8 @@ class ModelConfig:
     detach_branches: bool = True  # the MSE trains the shared encoder only; NT-Xent alone shapes H and R
     reconstruct: str = "branches"  # MSE target: "branches" = spot i's own [R_i, H_i]; "encoder_input" = E_i;
     # "views" = [R_i, the image branch's standardised input of spot i] (features the network cannot move);
-    # "expression" = spot i's own HVG expression X_i, as GraphST's decoder (docs/method.md, round 5)
+    # "expression" = spot i's own HVG expression X_i, as GraphST's decoder (docs/method.md, round 5);
+    # "smoothed_expression" = X averaged over i's window n(i), the floor's denoised signal (round 9)
     graph_contrast: bool = False  # a bilinear discriminator for the corrupted-graph (DGI) term (round 6)
 
     def __post_init__(self) -> None:
@@ -136,7 +138,8 @@ class SencaModel(nn.Module):
         self.input_norm = nn.LayerNorm(encoder_in, elementwise_affine=False) if config.normalise_encoder_input else nn.Identity()
         self.encoder = _mlp(encoder_in, config.rna_dim, config.shared_dim)
         target_dim = {"branches": 2 * config.rna_dim, "encoder_input": encoder_in,
-                      "views": config.rna_dim + config.image_dim, "expression": config.n_genes}[config.reconstruct]
+                      "views": config.rna_dim + config.image_dim, "expression": config.n_genes,
+                      "smoothed_expression": config.n_genes}[config.reconstruct]
         self.decoder = _mlp(config.shared_dim, config.rna_dim, target_dim)
         # scores (R_i, summary of i's window): real pairs high, pairs with shuffled expression low (DGI)
         self.discriminator = nn.Bilinear(config.rna_dim, config.rna_dim, 1) if config.graph_contrast else None
@@ -159,6 +162,8 @@ class SencaModel(nn.Module):
             target = torch.cat([F.layer_norm(r.detach(), width), self.image_branch.standardise(image_features)], dim=1)
         elif self.config.reconstruct == "expression":
             target = x
+        elif self.config.reconstruct == "smoothed_expression":
+            target = window_mean(x, window_edges, x.shape[0])
         else:
             target = e
         return SencaOutput(rna=r, image=h, encoder_input=e, shared=s, decoded=self.decoder(s), target=target)
