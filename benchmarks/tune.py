@@ -104,6 +104,23 @@ def load_patches(folder: str, sample: str, coords: np.ndarray) -> np.ndarray:
     return embedding_matrix(patches)
 
 
+def decoded_views(result, slide: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """D(S) per spot, and D(S) averaged once over each spot's 6-NN window (GraphST clusters its decoder's output)."""
+    import torch
+    from scipy import sparse
+
+    from senca.model import load_model
+
+    model = load_model(result.checkpoint).eval()
+    with torch.no_grad():
+        decoded = model.decoder(torch.as_tensor(result.embeddings)).numpy()
+    n = len(decoded)
+    adjacency = sparse.coo_matrix((np.ones(len(slide["source"])), (slide["target"], slide["source"])), shape=(n, n))
+    adjacency = ((adjacency + adjacency.T) > 0).astype(np.float64) + sparse.eye(n)
+    smooth = sparse.diags(1.0 / np.asarray(adjacency.sum(1)).ravel()) @ adjacency
+    return {"decoded": decoded, "decoded_smoothed": np.asarray(smooth @ decoded, dtype=np.float32)}
+
+
 def run_one(job: dict) -> list[dict]:
     import torch
 
@@ -132,6 +149,9 @@ def run_one(job: dict) -> list[dict]:
         if job["save"]:
             Path(job["save"]).mkdir(parents=True, exist_ok=True)
             np.save(Path(job["save"]) / f"{job['sample']}_seed{seed}.npy", result.embeddings)
+        if job["decoded"]:
+            for what, decoded in decoded_views(result, slide).items():
+                rows.append({**base, "what": what, **scores(decoded, labels, seed, ["gmm"])})
     if job["untrained"]:
         cold = TrainConfig(**{**job["overrides"], "seed": seed, "device": "cpu", "epochs": 1, "lr": 1e-12})
         result = train_senca(expr, slide["coords"], slide["source"], slide["target"], slide["distance"], features, cold)
@@ -161,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patches", default=None, metavar="DIR",
                         help="train with H&E: DIR/{sample}/{sample}.patches.parquet from senca embed-patches")
     parser.add_argument("--cache", default="/tmp/senca_tune_cache")
+    parser.add_argument("--decoded", action="store_true", help="also score D(S) and D(S) averaged over the window")
     parser.add_argument("--save", default=None, metavar="DIR", help="write each trained S to DIR/{sample}_seed{seed}.npy")
     args = parser.parse_args(argv)
     overrides = parse_overrides(args.overrides)
@@ -168,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
              "n_hvg": args.n_hvg, "gene_scale": args.gene_scale, "methods": args.methods.split(","),
              "floor": args.floor, "floor_hops": args.floor_hops, "train": args.train, "untrained": args.untrained,
              "threads": args.threads, "tag": args.tag, "cache": args.cache, "patches": args.patches,
-             "save": args.save}
+             "save": args.save, "decoded": args.decoded}
             for s in (args.slides or SLIDES[args.dataset]) for seed in args.seeds]
     for s in {j["sample"] for j in jobs}:  # preprocess once, before the pool
         load_slide(args.dataset, s, args.hvg_flavor, args.n_hvg, Path(args.cache))
