@@ -104,21 +104,18 @@ def load_patches(folder: str, sample: str, coords: np.ndarray) -> np.ndarray:
     return embedding_matrix(patches)
 
 
-def decoded_views(result, slide: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """D(S) per spot, and D(S) averaged once over each spot's 6-NN window (GraphST clusters its decoder's output)."""
+def decoded_views(result, graph) -> dict[str, np.ndarray]:
+    """D(S) per spot, and D(S) averaged once over each spot's neighbourhood as the floor's view is
+    (GraphST clusters its decoder's output, not its embedding)."""
     import torch
-    from scipy import sparse
 
     from senca.model import load_model
+    from senca.substitute import neighbourhood_smooth
 
     model = load_model(result.checkpoint).eval()
     with torch.no_grad():
-        decoded = model.decoder(torch.as_tensor(result.embeddings)).numpy()
-    n = len(decoded)
-    adjacency = sparse.coo_matrix((np.ones(len(slide["source"])), (slide["target"], slide["source"])), shape=(n, n))
-    adjacency = ((adjacency + adjacency.T) > 0).astype(np.float64) + sparse.eye(n)
-    smooth = sparse.diags(1.0 / np.asarray(adjacency.sum(1)).ravel()) @ adjacency
-    return {"decoded": decoded, "decoded_smoothed": np.asarray(smooth @ decoded, dtype=np.float32)}
+        decoded = model.decoder(torch.as_tensor(result.embeddings))
+    return {"decoded": decoded.numpy(), "decoded_smoothed": neighbourhood_smooth(decoded, graph, 1).numpy()}
 
 
 def run_one(job: dict) -> list[dict]:
@@ -150,7 +147,8 @@ def run_one(job: dict) -> list[dict]:
             Path(job["save"]).mkdir(parents=True, exist_ok=True)
             np.save(Path(job["save"]) / f"{job['sample']}_seed{seed}.npy", result.embeddings)
         if job["decoded"]:
-            for what, decoded in decoded_views(result, slide).items():
+            graph = build_slide_graph(slide["source"], slide["target"], len(expr))
+            for what, decoded in decoded_views(result, graph).items():
                 rows.append({**base, "what": what, **scores(decoded, labels, seed, ["gmm"])})
     if job["untrained"]:
         cold = TrainConfig(**{**job["overrides"], "seed": seed, "device": "cpu", "epochs": 1, "lr": 1e-12})
