@@ -134,8 +134,8 @@ def run_one(job: dict) -> list[dict]:
     rows = []
     features = load_patches(job["patches"], job["sample"], slide["coords"]) if job["patches"] else None
     config = TrainConfig(**{**job["overrides"], "seed": seed, "device": "cpu"})
+    graph = build_slide_graph(slide["source"], slide["target"], len(expr)) if job["floor"] or job["decoded"] else None
     if job["floor"]:
-        graph = build_slide_graph(slide["source"], slide["target"], len(expr))
         view, _ = image_substitute(expr, graph, job["floor_hops"], config.substitute_dim)
         rows.append({**base, "what": "floor", **scores(view, labels, seed, ["gmm"])})
     if job["train"]:
@@ -147,7 +147,6 @@ def run_one(job: dict) -> list[dict]:
             Path(job["save"]).mkdir(parents=True, exist_ok=True)
             np.save(Path(job["save"]) / f"{job['sample']}_seed{seed}.npy", result.embeddings)
         if job["decoded"]:
-            graph = build_slide_graph(slide["source"], slide["target"], len(expr))
             for what, decoded in decoded_views(result, graph).items():
                 rows.append({**base, "what": what, **scores(decoded, labels, seed, ["gmm"])})
     if job["untrained"]:
