@@ -34,9 +34,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 SLIDES = {"dlpfc": ["151673", "151674"], "her2st": ["A1", "B1", "C1", "D1", "E1", "F1", "G2", "H1"]}
 
 
-def load_slide(dataset: str, sample: str, flavor: str | None, n_hvg: int | None, cache: Path) -> dict[str, np.ndarray]:
+def load_slide(dataset: str, sample: str, flavor: str | None, n_hvg: int | None, cache: Path,
+               values: str | None = None) -> dict[str, np.ndarray]:
     """Preprocessed arrays of one slide with the product's own readers and preprocess (cached .npz)."""
-    path = cache / f"{dataset}_{sample}_{flavor}_{n_hvg}.npz"
+    path = cache / (f"{dataset}_{sample}_{flavor}_{n_hvg}" + (f"_{values}" if values else "") + ".npz")
     if path.exists():
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
@@ -52,7 +53,7 @@ def load_slide(dataset: str, sample: str, flavor: str | None, n_hvg: int | None,
         root = DATA / "her2st"
         spec = SlideSpec(sample, root / "counts" / f"{sample}.tsv.gz", positions=root / "spots" / f"{sample}_selection.tsv",
                          labels=root / "labels" / f"{sample}_labeled_coordinates.tsv")
-    result = preprocess_slide(read_slide(spec), PreprocessParams(n_hvg=n_hvg, hvg_flavor=flavor))
+    result = preprocess_slide(read_slide(spec), PreprocessParams(n_hvg=n_hvg, hvg_flavor=flavor, hvg_values=values))
     labels = result.spots["label"]
     keep = valid_label_mask(labels)
     arrays = {
@@ -127,7 +128,7 @@ def run_one(job: dict) -> list[dict]:
 
     torch.set_num_threads(job["threads"])
     logging.getLogger("senca").setLevel(logging.WARNING)
-    slide = load_slide(job["dataset"], job["sample"], job["flavor"], job["n_hvg"], Path(job["cache"]))
+    slide = load_slide(job["dataset"], job["sample"], job["flavor"], job["n_hvg"], Path(job["cache"]), job["values"])
     expr = scale_genes(slide["expr"].copy(), job["gene_scale"])
     labels, seed = slide["labels"], job["seed"]
     base = {"dataset": job["dataset"], "sample": job["sample"], "seed": seed, "tag": job["tag"]}
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--hvg-flavor", default=None)
     parser.add_argument("--n-hvg", type=int, default=None)
+    parser.add_argument("--hvg-values", choices=["log1p", "pearson_residuals"], default=None,
+                        help="what the HVG matrix holds (senca preprocess --hvg-values) [default: the platform's]")
     parser.add_argument("--gene-scale", choices=["zscore", "none"], default="zscore")
     parser.add_argument("--methods", default="ward,gmm")
     parser.add_argument("--no-floor", dest="floor", action="store_false")
@@ -183,13 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = parse_overrides(args.overrides)
     jobs = [{"dataset": args.dataset, "sample": s, "seed": seed, "overrides": overrides, "flavor": args.hvg_flavor,
-             "n_hvg": args.n_hvg, "gene_scale": args.gene_scale, "methods": args.methods.split(","),
+             "values": args.hvg_values, "n_hvg": args.n_hvg, "gene_scale": args.gene_scale, "methods": args.methods.split(","),
              "floor": args.floor, "floor_hops": args.floor_hops, "train": args.train, "untrained": args.untrained,
              "threads": args.threads, "tag": args.tag, "cache": args.cache, "patches": args.patches,
              "save": args.save, "decoded": args.decoded}
             for s in (args.slides or SLIDES[args.dataset]) for seed in args.seeds]
     for s in {j["sample"] for j in jobs}:  # preprocess once, before the pool
-        load_slide(args.dataset, s, args.hvg_flavor, args.n_hvg, Path(args.cache))
+        load_slide(args.dataset, s, args.hvg_flavor, args.n_hvg, Path(args.cache), args.hvg_values)
     rows = []
     with ProcessPoolExecutor(args.jobs) as pool:
         for part in pool.map(run_one, jobs):

@@ -90,6 +90,60 @@ def test_hvg_flavour_follows_the_platform_and_the_option(tmp_path):
     assert len(genes_v3) == len(genes_paper) == 41 and genes_v3 != genes_paper  # a different ranking
 
 
+def test_pearson_residuals_match_scanpy_in_any_row_blocks():
+    import anndata as ad
+    import scanpy as sc
+    import scipy.sparse as sp
+
+    from senca.residuals import PearsonResiduals
+
+    rng = np.random.default_rng(0)
+    counts = sp.csr_matrix(rng.negative_binomial(2, 0.3, size=(300, 50)).astype(np.float32))
+    reference = ad.AnnData(counts.copy())
+    sc.experimental.pp.normalize_pearson_residuals(reference)
+    residuals = PearsonResiduals(counts)
+    assert residuals.shape == (300, 50)
+    np.testing.assert_allclose(residuals.toarray(), np.asarray(reference.X), rtol=1e-5, atol=1e-5)
+    blocks = np.vstack([residuals[start:start + 64] for start in range(0, 300, 64)])
+    np.testing.assert_array_equal(blocks, residuals.toarray())
+    empty = PearsonResiduals(sp.csr_matrix(np.array([[0.0, 0.0], [1.0, 3.0]])))  # a spot with no counts
+    assert np.isfinite(empty.toarray()).all() and (empty.toarray()[0] == 0).all()
+
+
+def test_hvg_values_option_writes_pearson_residuals_of_the_hvg_counts(tmp_path):
+    import anndata as ad
+    import scanpy as sc
+
+    from senca.synthetic import make_synthetic_slide
+
+    s = make_synthetic_slide(tmp_path, sample="V", fmt="visium", n_rows=10, n_cols=10, n_genes=120)
+    run_cli("preprocess", "--sample", "V", "--data", s.data, "--n-hvg", "40", "--outdir", tmp_path / "log", "-q")
+    run_cli("preprocess", "--sample", "V", "--data", s.data, "--n-hvg", "40", "--hvg-values", "pearson_residuals",
+            "--outdir", tmp_path / "pr", "-q")
+    log_meta, pr_meta = read_meta(tmp_path / "log" / "V.expr.parquet"), read_meta(tmp_path / "pr" / "V.expr.parquet")
+    assert log_meta["hvg_values"] == "log1p" and log_meta["params"]["hvg_values"] is None
+    assert pr_meta["hvg_values"] == "pearson_residuals" and pr_meta["params"]["hvg_values"] == "pearson_residuals"
+    expr, _ = read_table(tmp_path / "pr" / "V.expr.parquet", "expr")
+    genes = list(expr.columns[1:])
+    assert genes == list(read_table(tmp_path / "log" / "V.expr.parquet", "expr")[0].columns[1:])  # same HVGs
+    counts = ad.read_h5ad(tmp_path / "pr" / "V.h5ad")
+    subset = ad.AnnData(counts[list(expr["spot_id"]), genes].layers["counts"].copy())
+    sc.experimental.pp.normalize_pearson_residuals(subset)
+    np.testing.assert_allclose(expr[genes].to_numpy(), np.asarray(subset.X), rtol=1e-5, atol=1e-4)
+    assert (expr[genes].to_numpy() < 0).any()  # residuals, not counts: zeros became negative
+
+
+def test_pearson_residuals_refuse_normalised_input(tmp_path):
+    from senca.synthetic import make_synthetic_slide
+
+    s = make_synthetic_slide(tmp_path, sample="V", fmt="visium", n_rows=10, n_cols=10, n_genes=120)
+    result = run_cli("preprocess", "--sample", "V", "--data", s.data, "--normalised", "--hvg-values",
+                     "pearson_residuals", "--outdir", tmp_path / "out", "-q", expect=None)
+    assert result.exit_code != 0
+    assert_one_line_error(result, "pearson_residuals needs raw counts")
+    assert not (tmp_path / "out" / "V.expr.parquet").exists()
+
+
 def test_legacy_st_keeps_the_papers_hvg_flavour(synthetic_preprocessed):
     assert read_meta(synthetic_preprocessed["expr"])["hvg_flavor"] == "seurat"
 

@@ -453,3 +453,24 @@ def test_substitute_pca_by_lanczos_matches_the_full_eigendecomposition():
         substitute.EIGSH_MIN_WIDTH = full_width
     assert np.allclose(fast, full, atol=1e-4 * np.abs(full).max())  # signs fixed the same way
 
+
+
+def test_optimiser_is_the_fused_adam_and_takes_the_per_tensor_step():
+    """The fused kernel (issue #20: docs/scaling.md) must do the update torch's per-tensor Adam does."""
+    from senca.train import make_optimiser
+
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Linear(40, 16), torch.nn.ELU(), torch.nn.Linear(16, 3)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    fused = make_optimiser(models[0], 1e-2, torch.device("cpu"))
+    plain = torch.optim.Adam(models[1].parameters(), lr=1e-2)
+    assert fused.defaults["fused"] is True and not plain.defaults["fused"]
+    x = torch.randn(64, 40)
+    for _ in range(20):
+        for model, optimiser in ((models[0], fused), (models[1], plain)):
+            optimiser.zero_grad()
+            model(x).square().mean().backward()
+            optimiser.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert make_optimiser(models[0], 1e-2, torch.device("meta")).defaults["fused"] is None

@@ -34,6 +34,7 @@ from senca.io.artifacts import (
     write_table,
 )
 from senca.io.readers import RawSlide
+from senca.residuals import PearsonResiduals
 
 log = logging.getLogger("senca")
 
@@ -48,6 +49,10 @@ PLATFORM_N_HVG = {"st": 500, "visium": 3000}
 # ST; Seurat v3's variance-stabilised ranking on the raw counts for Visium, as GraphST does (DLPFC: see method.md).
 PLATFORM_HVG_FLAVOR = {"st": "seurat", "visium": "seurat_v3"}
 HVG_FLAVORS = ("seurat", "seurat_v3")
+# What expr.parquet holds for the HVGs (docs/method.md, round 12): the paper's log1p of counts per 10^4, or the
+# analytic Pearson residuals of the HVG counts (senca.residuals), by platform
+HVG_VALUES = ("log1p", "pearson_residuals")
+PLATFORM_HVG_VALUES = {"st": "log1p", "visium": "log1p"}
 
 
 def defaults_platform(platform: str, xy: np.ndarray) -> str:
@@ -68,10 +73,12 @@ class PreprocessParams:
     min_gene_counts: int = 10
     k: int | None = None  # None: 4 for ST, 6 for Visium, detected for .h5ad
     hvg_flavor: str | None = None  # None: by platform (PLATFORM_HVG_FLAVOR); "seurat" is the paper's
+    hvg_values: str | None = None  # None: by platform (PLATFORM_HVG_VALUES); "log1p" is the paper's
 
     def to_json(self) -> dict[str, Any]:
         return {"n_hvg": self.n_hvg, "min_gene_counts": self.min_gene_counts, "k": self.k,
-                "normalise_target_sum": NORMALISE_TARGET, "hvg_flavor": self.hvg_flavor}
+                "normalise_target_sum": NORMALISE_TARGET, "hvg_flavor": self.hvg_flavor,
+                "hvg_values": self.hvg_values}
 
 
 @dataclass
@@ -85,7 +92,7 @@ class PreprocessResult:
     sample: str
     spots: pd.DataFrame
     hvg: list[str]
-    hvg_matrix: sp.csr_matrix  # log-normalised expression of the HVGs, float32
+    hvg_matrix: Any  # the HVGs' values (PreprocessResult.extra["hvg_values"]): sparse log1p, or PearsonResiduals
     graph: pd.DataFrame
     adata: Any  # anndata.AnnData
     extra: dict[str, Any] = field(default_factory=dict)
@@ -171,7 +178,11 @@ def preprocess_slide(raw: RawSlide, params: PreprocessParams, n_clusters: int | 
             "label": pd.Series(labels.to_numpy(), dtype="string"),
         }
     )
-    hvg_matrix = sp.csr_matrix(adata[:, hvg].X, dtype=np.float32)
+    values = hvg_values(params, raw, platform_defaults)
+    if values == "pearson_residuals":
+        hvg_matrix: Any = PearsonResiduals(adata[:, hvg].layers["counts"])
+    else:
+        hvg_matrix = sp.csr_matrix(adata[:, hvg].X, dtype=np.float32)
 
     adata.obs["label"] = pd.Categorical(labels.to_numpy())
     adata.obsm["spatial"] = xy
@@ -194,12 +205,31 @@ def preprocess_slide(raw: RawSlide, params: PreprocessParams, n_clusters: int | 
         "n_genes_kept": int(adata.n_vars),
         "n_hvg": len(hvg),
         "hvg_flavor": flavor,
+        "hvg_values": values,
         "n_labelled": int(labels.notna().sum()),
         "normalised_input": bool(raw.normalised),
     }
     log.info("%s: %d spots, %d/%d genes kept, %d HVGs, k=%d, %s image, %d labelled",
              raw.sample, len(spot_ids), adata.n_vars, n_genes_in, len(hvg), k, image["source"], extra["n_labelled"])
     return PreprocessResult(raw.sample, spots, list(map(str, hvg)), hvg_matrix, graph, adata, extra, raw.image.array)
+
+
+def hvg_values(params: PreprocessParams, raw: RawSlide, platform_defaults: str) -> str:
+    """What expr.parquet holds: ``params.hvg_values``, else the platform's (PLATFORM_HVG_VALUES).
+
+    Residuals need raw counts: values the user declared normalised (``--normalised``) keep their own
+    log1p scale, said once in the log.
+    """
+    wanted = params.hvg_values or PLATFORM_HVG_VALUES[platform_defaults]
+    if wanted not in HVG_VALUES:
+        raise SencaError(f"--hvg-values must be one of {', '.join(HVG_VALUES)}, got {wanted!r}")
+    if wanted == "pearson_residuals" and raw.normalised:
+        if params.hvg_values:
+            raise SencaError("--hvg-values pearson_residuals needs raw counts, but the input is declared "
+                             "--normalised", raw.inputs.get("data"))
+        log.info("%s: normalised input: the HVGs keep their log1p values (Pearson residuals need counts)", raw.sample)
+        return "log1p"
+    return wanted
 
 
 def select_hvgs(adata: Any, flavor: str, n_hvg: int, data: Path | None) -> str:

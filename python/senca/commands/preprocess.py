@@ -78,6 +78,9 @@ def slides_from_options(samplesheet: str | None, samples: tuple[str, ...], data:
 @click.option("--hvg-flavor", type=click.Choice(["seurat", "seurat_v3"]), default=None,
               help="HVG ranking: seurat = normalised dispersion (paper), seurat_v3 = variance of raw counts "
                    "[default: seurat for legacy ST, seurat_v3 for Visium; docs/method.md].")
+@click.option("--hvg-values", type=click.Choice(["log1p", "pearson_residuals"]), default=None,
+              help="What expr.parquet holds for the HVGs: log1p of counts per 10^4 (paper) or the analytic Pearson "
+                   "residuals of their counts [default: log1p; docs/method.md, round 12].")
 @click.option("--normalised", is_flag=True,
               help="The values are already log-normalised (non-integers): accept them and skip normalisation "
                    "(recorded in the provenance). Without it non-integer counts are refused.")
@@ -92,7 +95,7 @@ def slides_from_options(samplesheet: str | None, samples: tuple[str, ...], data:
 @quiet_option
 @user_errors
 def preprocess(samplesheet, samples, data, image, image_choice, positions, labels, n_clusters, n_hvg, min_gene_counts, k,
-               hvg_flavor, normalised, export_image, outdir, quiet):
+               hvg_flavor, hvg_values, normalised, export_image, outdir, quiet):
     """Read a slide, filter and normalise genes, select HVGs, and build the spatial kNN graph.
 
     Writes {s}.spots.parquet, {s}.expr.parquet, {s}.graph.parquet and {s}.h5ad into --outdir, and with
@@ -101,7 +104,8 @@ def preprocess(samplesheet, samples, data, image, image_choice, positions, label
     """
     setup_logging(quiet)
     specs = slides_from_options(samplesheet, samples, data, image, positions, labels, n_clusters, image_choice)
-    params = PreprocessParams(n_hvg=n_hvg, min_gene_counts=min_gene_counts, k=k, hvg_flavor=hvg_flavor)
+    params = PreprocessParams(n_hvg=n_hvg, min_gene_counts=min_gene_counts, k=k, hvg_flavor=hvg_flavor,
+                              hvg_values=hvg_values)
     if normalised:
         specs = [replace(spec, normalised=True) for spec in specs]
     for spec in specs:  # read and check every slide's inputs first would double the I/O; fail per slide
