@@ -75,13 +75,18 @@ def test_visium_defaults_to_six_neighbours(tmp_path):
     assert np.allclose(np.median(interior), meta["spot_pitch_px"], rtol=0.03)  # pixels rounded in full-res
 
 
-def test_hvg_flavour_follows_the_platform_and_the_option(tmp_path):
+def preprocess_visium_variants(tmp_path, variants: dict[str, tuple[str, ...]]) -> None:
+    """Preprocess one small synthetic Visium slide (40 HVGs) into tmp_path/<name> once per option set."""
     from senca.synthetic import make_synthetic_slide
 
     s = make_synthetic_slide(tmp_path, sample="V", fmt="visium", n_rows=10, n_cols=10, n_genes=120)
-    run_cli("preprocess", "--sample", "V", "--data", s.data, "--n-hvg", "40", "--outdir", tmp_path / "v3", "-q")
-    run_cli("preprocess", "--sample", "V", "--data", s.data, "--n-hvg", "40", "--hvg-flavor", "seurat",
-            "--outdir", tmp_path / "paper", "-q")
+    for name, options in variants.items():
+        run_cli("preprocess", "--sample", "V", "--data", s.data, "--n-hvg", "40", *options,
+                "--outdir", tmp_path / name, "-q")
+
+
+def test_hvg_flavour_follows_the_platform_and_the_option(tmp_path):
+    preprocess_visium_variants(tmp_path, {"v3": (), "paper": ("--hvg-flavor", "seurat")})
     v3, paper = read_meta(tmp_path / "v3" / "V.expr.parquet"), read_meta(tmp_path / "paper" / "V.expr.parquet")
     assert v3["hvg_flavor"] == "seurat_v3" and v3["params"]["hvg_flavor"] is None  # by platform, recorded
     assert paper["hvg_flavor"] == "seurat" and paper["params"]["hvg_flavor"] == "seurat"
@@ -114,12 +119,7 @@ def test_hvg_values_option_writes_pearson_residuals_of_the_hvg_counts(tmp_path):
     import anndata as ad
     import scanpy as sc
 
-    from senca.synthetic import make_synthetic_slide
-
-    s = make_synthetic_slide(tmp_path, sample="V", fmt="visium", n_rows=10, n_cols=10, n_genes=120)
-    run_cli("preprocess", "--sample", "V", "--data", s.data, "--n-hvg", "40", "--outdir", tmp_path / "log", "-q")
-    run_cli("preprocess", "--sample", "V", "--data", s.data, "--n-hvg", "40", "--hvg-values", "pearson_residuals",
-            "--outdir", tmp_path / "pr", "-q")
+    preprocess_visium_variants(tmp_path, {"log": (), "pr": ("--hvg-values", "pearson_residuals")})
     log_meta, pr_meta = read_meta(tmp_path / "log" / "V.expr.parquet"), read_meta(tmp_path / "pr" / "V.expr.parquet")
     assert log_meta["hvg_values"] == "log1p" and log_meta["params"]["hvg_values"] is None
     assert pr_meta["hvg_values"] == "pearson_residuals" and pr_meta["params"]["hvg_values"] == "pearson_residuals"
