@@ -37,7 +37,7 @@ SLIDES = {"dlpfc": ["151673", "151674"], "her2st": ["A1", "B1", "C1", "D1", "E1"
 def load_slide(dataset: str, sample: str, flavor: str | None, n_hvg: int | None, cache: Path,
                values: str | None = None) -> dict[str, np.ndarray]:
     """Preprocessed arrays of one slide with the product's own readers and preprocess (cached .npz)."""
-    path = cache / (f"{dataset}_{sample}_{flavor}_{n_hvg}" + (f"_{values}" if values else "") + ".npz")
+    path = cache / f"{dataset}_{sample}_{flavor}_{n_hvg}_{values}.npz"  # None: the platform's choice of that release
     if path.exists():
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}

@@ -119,10 +119,10 @@ def test_hvg_values_option_writes_pearson_residuals_of_the_hvg_counts(tmp_path):
     import anndata as ad
     import scanpy as sc
 
-    preprocess_visium_variants(tmp_path, {"log": (), "pr": ("--hvg-values", "pearson_residuals")})
+    preprocess_visium_variants(tmp_path, {"log": ("--hvg-values", "log1p"), "pr": ()})
     log_meta, pr_meta = read_meta(tmp_path / "log" / "V.expr.parquet"), read_meta(tmp_path / "pr" / "V.expr.parquet")
-    assert log_meta["hvg_values"] == "log1p" and log_meta["params"]["hvg_values"] is None
-    assert pr_meta["hvg_values"] == "pearson_residuals" and pr_meta["params"]["hvg_values"] == "pearson_residuals"
+    assert log_meta["hvg_values"] == "log1p" and log_meta["params"]["hvg_values"] == "log1p"
+    assert pr_meta["hvg_values"] == "pearson_residuals" and pr_meta["params"]["hvg_values"] is None  # Visium's
     expr, _ = read_table(tmp_path / "pr" / "V.expr.parquet", "expr")
     genes = list(expr.columns[1:])
     assert genes == list(read_table(tmp_path / "log" / "V.expr.parquet", "expr")[0].columns[1:])  # same HVGs
@@ -144,8 +144,9 @@ def test_pearson_residuals_refuse_normalised_input(tmp_path):
     assert not (tmp_path / "out" / "V.expr.parquet").exists()
 
 
-def test_legacy_st_keeps_the_papers_hvg_flavour(synthetic_preprocessed):
-    assert read_meta(synthetic_preprocessed["expr"])["hvg_flavor"] == "seurat"
+def test_legacy_st_keeps_the_papers_hvg_flavour_and_values(synthetic_preprocessed):
+    meta = read_meta(synthetic_preprocessed["expr"])
+    assert meta["hvg_flavor"] == "seurat" and meta["hvg_values"] == "log1p"
 
 
 # ----------------------------------------------------------------------------- real slides

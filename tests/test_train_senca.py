@@ -293,10 +293,12 @@ def test_gene_scale_default_follows_the_platform(synthetic_preprocessed, tmp_pat
     for name, extra in (("visium", []), ("paper", ["--gene-scale", "none"])):
         result = run([*base_args(prep), "--epochs", "1", "--outdir", tmp_path / name, "--quiet", *extra])
         assert result.exit_code == 0, result.output
-    assert read_meta(tmp_path / "visium" / "syn.embeddings.parquet")["params"]["gene_scale"] == "zscore"
+    visium_params = read_meta(tmp_path / "visium" / "syn.embeddings.parquet")["params"]
+    assert visium_params["gene_scale"] == "zscore" and visium_params["input_pcs"] == 200  # round 12
     assert read_meta(tmp_path / "paper" / "syn.embeddings.parquet")["params"]["gene_scale"] == "none"
     st = run([*base_args(synthetic_preprocessed), "--epochs", "1", "--outdir", tmp_path / "st", "--quiet"])
-    assert st.exit_code == 0 and read_meta(tmp_path / "st" / "syn.embeddings.parquet")["params"]["gene_scale"] == "none"
+    st_params = read_meta(tmp_path / "st" / "syn.embeddings.parquet")["params"]
+    assert st.exit_code == 0 and st_params["gene_scale"] == "none" and st_params["input_pcs"] == 0
 
 
 def test_reconstruct_views_decodes_rna_and_the_image_input(synthetic_preprocessed, patches_file, tmp_path):

@@ -61,7 +61,8 @@ class RunOptions:
 
 # `senca run --paper`: the paper's own choices where senca's platform defaults depart (docs/method.md)
 PAPER_ARGS = {"preprocess": ("--hvg-flavor", "seurat", "--hvg-values", "log1p"), "train-senca": ("--gene-scale", "none", "--reconstruct", "branches",
-                                                                  "--substitute-hops", "2", "--image-pcs", "0", "--image-only"),
+                                                                  "--substitute-hops", "2", "--image-pcs", "0", "--input-pcs", "0",
+                                                                  "--image-only"),
               "cluster": ("--method", "ward")}
 
 

@@ -52,7 +52,7 @@ HVG_FLAVORS = ("seurat", "seurat_v3")
 # What expr.parquet holds for the HVGs (docs/method.md, round 12): the paper's log1p of counts per 10^4, or the
 # analytic Pearson residuals of the HVG counts (senca.residuals), by platform
 HVG_VALUES = ("log1p", "pearson_residuals")
-PLATFORM_HVG_VALUES = {"st": "log1p", "visium": "log1p"}
+PLATFORM_HVG_VALUES = {"st": "log1p", "visium": "pearson_residuals"}
 
 
 def defaults_platform(platform: str, xy: np.ndarray) -> str:

@@ -60,11 +60,12 @@ FUSED_ADAM_DEVICES = ("cpu", "cuda")  # where torch.optim.Adam(fused=True) has a
 # train-senca defaults that depend on the platform (preprocess records it as defaults_platform): docs/method.md
 PLATFORM_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "st": {"gene_scale": "none", "reconstruct": "branches", "substitute_hops": 2, "image_pcs": 0,
-           "image_with_substitute": False, "image_weight": 1.0},
+           "image_with_substitute": False, "image_weight": 1.0, "input_pcs": 0},
     # round 5 (method.md): D decodes the spot's HVGs, a 1-hop substitute, and with H&E the image head reads
     # [substitute, PCA 32 of the patch features] so the image adds to the expression's view, never replaces it
+    # round 12: on Pearson residuals (preprocess's Visium default) the RNA branch reads their PCA 200
     "visium": {"gene_scale": "zscore", "reconstruct": "expression", "substitute_hops": 1, "image_pcs": 32,
-               "image_with_substitute": True, "image_weight": 1.0},
+               "image_with_substitute": True, "image_weight": 1.0, "input_pcs": 200},
 }
 
 

@@ -80,7 +80,7 @@ def slides_from_options(samplesheet: str | None, samples: tuple[str, ...], data:
                    "[default: seurat for legacy ST, seurat_v3 for Visium; docs/method.md].")
 @click.option("--hvg-values", type=click.Choice(["log1p", "pearson_residuals"]), default=None,
               help="What expr.parquet holds for the HVGs: log1p of counts per 10^4 (paper) or the analytic Pearson "
-                   "residuals of their counts [default: log1p; docs/method.md, round 12].")
+                   "residuals of their counts [default: log1p for legacy ST (paper), pearson_residuals for Visium; docs/method.md, round 12].")
 @click.option("--normalised", is_flag=True,
               help="The values are already log-normalised (non-integers): accept them and skip normalisation "
                    "(recorded in the provenance). Without it non-integer counts are refused.")

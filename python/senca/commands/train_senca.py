@@ -72,9 +72,10 @@ _DEFAULTS = _Defaults
 @click.option("--substitute-hops", type=int, default=None,
               help="Image-less slides: times the expression is averaged over each spot's neighbourhood to make the "
                    "image branch's substitute view [default: by platform; docs/method.md].")
-@click.option("--input-pcs", type=int, default=0, show_default=True,
+@click.option("--input-pcs", type=int, default=None,
               help="The RNA branch reads this many principal components of the (scaled) HVGs instead of the HVGs "
-                   "(0: the HVGs, the paper; measured in docs/method.md, round 7).")
+                   "(0: the HVGs, the paper) [default: 0 for legacy ST, 200 for Visium; docs/method.md, rounds 7 "
+                   "and 12].")
 @click.option("--image-pcs", type=int, default=None,
               help="With H&E: PCA the patch features to this width before the image head (0: the raw features, "
                    "the paper) [default: by platform; docs/method.md].")
@@ -98,7 +99,7 @@ _DEFAULTS = _Defaults
 def train_senca(spots_path: Path, expr_path: Path, graph_path: Path, patches_path: Path | None, epochs: int, lr: float,
                 lambda_mse: float, temperature: float, hidden_dim: int, rna_dim: int, shared_dim: int, combine: str,
                 k: int | None, no_cross_attention: bool, no_hierarchical: bool, batch_spots: int, gene_scale: str | None,
-                reconstruct: str | None, substitute_hops: int | None, input_pcs: int, image_pcs: int | None,
+                reconstruct: str | None, substitute_hops: int | None, input_pcs: int | None, image_pcs: int | None,
                 image_with_substitute: bool | None, image_weight: float | None, image_hops: int, graph_contrast: float,
                 seed: int, device: str, outdir: str, quiet: bool) -> None:
     """Train the SENCA-st model on one slide, without labels.
@@ -113,12 +114,13 @@ def train_senca(spots_path: Path, expr_path: Path, graph_path: Path, patches_pat
     inputs = read_training_inputs(spots_path, expr_path, graph_path, patches_path)
     platform = platform_train_defaults(inputs.defaults_platform)
     given = {"gene_scale": gene_scale, "reconstruct": reconstruct, "substitute_hops": substitute_hops,
-             "image_pcs": image_pcs, "image_with_substitute": image_with_substitute, "image_weight": image_weight}
+             "image_pcs": image_pcs, "image_with_substitute": image_with_substitute, "image_weight": image_weight,
+             "input_pcs": input_pcs}
     chosen = {key: platform[key] if value is None else value for key, value in given.items()}
     config = TrainConfig(**chosen, epochs=epochs, lr=lr, lambda_mse=lambda_mse, temperature=temperature, hidden_dim=hidden_dim,
                          rna_dim=rna_dim, shared_dim=shared_dim, combine=combine, k=k,
                          cross_attention=not no_cross_attention, hierarchical=not no_hierarchical,
-                         batch_spots=batch_spots, input_pcs=input_pcs, image_hops=image_hops, graph_contrast=graph_contrast, seed=seed,
+                         batch_spots=batch_spots, image_hops=image_hops, graph_contrast=graph_contrast, seed=seed,
                          device=device)
     config.validate()
     if inputs.image_features is None:
