@@ -49,7 +49,7 @@ class PearsonResiduals:
         mu = np.outer(self.spot_totals[rows], self.gene_shares)
         with np.errstate(divide="ignore", invalid="ignore"):
             residuals = (self.counts[rows].toarray() - mu) / np.sqrt(mu + mu * mu / self.theta)
-        residuals[~np.isfinite(residuals)] = 0.0  # a gene with no counts on the slide: mu = 0, no signal
+        residuals[~np.isfinite(residuals)] = 0.0  # mu = 0 (a spot or gene with no HVG counts): no signal
         return np.clip(residuals, -self.clip, self.clip).astype(np.float32)
 
     def toarray(self) -> np.ndarray:
