@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--graphst", action="store_true", help="also time GraphST (~25 min per DLPFC slide on 2 cores)")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--tag", default="", help="write speed_TAG.{csv,md,json}, so a run of some cases does not "
+                        "overwrite the full table in speed.{csv,md,json}")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         raise SystemExit(f"speed.py: no data at {args.data} (../shared/data)")
@@ -158,9 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     md += "".join(f"\n- {n}" for n in notes) + ("\n" if notes else "")
     print("\n" + md)
     args.results.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.results / "speed.csv", index=False)
-    (args.results / "speed.md").write_text(md)
-    (args.results / "speed.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+    stem = f"speed_{args.tag}" if args.tag else "speed"
+    table.to_csv(args.results / f"{stem}.csv", index=False)
+    (args.results / f"{stem}.md").write_text(md)
+    (args.results / f"{stem}.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                          "rows": json.loads(table.to_json(orient="records"))},
                                                         indent=1) + "\n")
     return 0
