@@ -434,8 +434,9 @@ def test_network_input_is_pca_scores_at_unit_root_mean_variance():
     np.testing.assert_allclose(scores * np.sqrt(reference.var(axis=0).mean()), reference, rtol=1e-4, atol=1e-4)
 
 
-def test_substitute_pca_by_lanczos_matches_the_full_eigendecomposition():
-    """The substitute's PCA (ARPACK eigsh above EIGSH_MIN_WIDTH genes) gives eigh's components and scores."""
+@pytest.mark.parametrize("n_components", [16, 60])  # 16: Lanczos (eigsh); 60 > 300 / 40: LAPACK syevr subset
+def test_substitute_pca_by_partial_eigensolver_matches_the_full_eigendecomposition(n_components):
+    """The PCA's partial eigensolvers (above EIGSH_MIN_WIDTH genes) give eigh's components and scores."""
     import senca.substitute as substitute
 
     rng = np.random.default_rng(0)
@@ -443,18 +444,17 @@ def test_substitute_pca_by_lanczos_matches_the_full_eigendecomposition():
     x = (signal + rng.normal(scale=0.5, size=(400, 300))).astype(np.float32)
     covariance = np.cov(x.astype(np.float64), rowvar=False)
     values, vectors = np.linalg.eigh(covariance)
-    top = vectors[:, np.argsort(values)[::-1][:16]]
-    lanczos = substitute.leading_eigenvectors(covariance, 16)
-    assert np.allclose(np.abs((top * lanczos).sum(axis=0)), 1.0, atol=1e-8)  # the same directions, same order
-    fast = substitute.pca(x, 16)
+    top = vectors[:, np.argsort(values)[::-1][:n_components]]
+    partial = substitute.leading_eigenvectors(covariance, n_components)
+    assert np.allclose(np.abs((top * partial).sum(axis=0)), 1.0, atol=1e-8)  # the same directions, same order
+    fast = substitute.pca(x, n_components)
     full_width = substitute.EIGSH_MIN_WIDTH
     try:
         substitute.EIGSH_MIN_WIDTH = 10**9  # force the full eigendecomposition
-        full = substitute.pca(x, 16)
+        full = substitute.pca(x, n_components)
     finally:
         substitute.EIGSH_MIN_WIDTH = full_width
     assert np.allclose(fast, full, atol=1e-4 * np.abs(full).max())  # signs fixed the same way
-
 
 
 def test_optimiser_is_the_fused_adam_and_takes_the_per_tensor_step():
