@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -201,6 +202,59 @@ def test_window_and_cell_means(slide, graph):
     assert cells.min() == 0 and len(np.unique(cells)) == 16  # 20 x 20 grid, 5 x 5 cells
     pooled = cell_mean(x, torch.as_tensor(cells))
     assert pooled[cells[0], 0].item() == pytest.approx(x[torch.as_tensor(cells == cells[0])].mean().item())
+
+
+# ----------------------------------------------------------------------------- pruned rows
+def tile_step(model, tile, coords, x, features, config, reach, corrupt_order):
+    """Losses and gradients of one training step on ``tile``, computing every row or only ``reach``'s."""
+    from senca.train import _dense, corrupted_rna
+
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(3)  # the same dropout masks in both passes
+    nodes = tile.nodes
+    out = model(x[nodes], features[nodes], tile.gcn_edges, tile.gcn_weight, tile.attention_edges, tile.window_edges,
+                reach)
+    corrupt = None
+    if config.graph_contrast > 0:
+        torch.manual_seed(corrupt_order)
+        corrupt = corrupted_rna(model, tile if reach is not None else replace(tile, hop_counts=()), x, torch.device("cpu"))
+    cells = torch.as_tensor(_dense(pool_cells(coords, 300.0)[tile.nodes[: tile.num_core].numpy()]))
+    terms = tile_losses(out, tile, cells, config, corrupt, model.discriminator)
+    terms["loss"].backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return out, {k: float(v.detach()) for k, v in terms.items()}, grads
+
+
+@pytest.mark.parametrize("settings", [
+    {"reconstruct": "expression"},
+    {"reconstruct": "branches", "cross_attention": False},
+    {"reconstruct": "smoothed_expression", "graph_contrast": True},
+    {"reconstruct": "views", "combine": "sum"},
+])
+def test_pruned_rows_equal_the_full_pass_with_gradients(slide, graph, settings):
+    """With ``Tile.reach`` each layer computes only the rows the core reads: same S, losses and gradients."""
+    n = len(slide["expr"])
+    model = small_model(slide, **settings)
+    features = torch.randn(n, 16, generator=torch.Generator().manual_seed(1))
+    model.image_branch.fit_standardisation(features)
+    model.train()
+    x = torch.as_tensor(slide["expr"])
+    core = cell_batches(pool_cells(slide["coords"], 300.0), 60, np.random.default_rng(0))[0]
+    tile = make_tile(core, graph)
+    assert tile.reach is not None and tile.reach[2] < tile.num_nodes  # something is pruned
+    config = TrainConfig(graph_contrast=0.5 if settings.get("graph_contrast") else 0.0)
+    full, full_terms, full_grads = tile_step(model, tile, slide["coords"], x, features, config, None, 7)
+    pruned, pruned_terms, pruned_grads = tile_step(model, tile, slide["coords"], x, features, config, tile.reach, 7)
+    c, n_1 = tile.reach[:2]
+    assert pruned.shared.shape[0] == pruned.decoded.shape[0] == pruned.target.shape[0] == c
+    assert pruned.rna.shape[0] == pruned.image.shape[0] == n_1
+    torch.testing.assert_close(pruned.shared, full.shared[:c])
+    torch.testing.assert_close(pruned.target, full.target[:c])
+    torch.testing.assert_close(pruned.rna, full.rna[:n_1])
+    assert pruned_terms == pytest.approx(full_terms, rel=1e-5, nan_ok=True)
+    assert pruned_grads.keys() == full_grads.keys()
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(pruned_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 # ----------------------------------------------------------------------------- tiling

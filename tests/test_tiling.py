@@ -34,10 +34,15 @@ FIELDS = ("nodes", "gcn_edges", "gcn_weight", "attention_edges", "window_edges")
 def reference_tile(core: np.ndarray, graph: SlideGraph, hops: int = HALO_HOPS) -> Tile:
     """make_tile as it was: torch_geometric's k_hop_subgraph and subgraph over every slide edge."""
     core_t = torch.as_tensor(np.asarray(core, dtype=np.int64))
-    subset = k_hop_subgraph(core_t, hops, graph.attention_edges, num_nodes=graph.num_nodes)[0] if hops else core_t
-    in_core = torch.zeros(graph.num_nodes, dtype=torch.bool)
-    in_core[core_t] = True
-    nodes = torch.cat([torch.sort(core_t).values, subset[~in_core[subset]]])
+    parts, counts = [torch.sort(core_t).values], [len(core_t)]
+    inside = torch.zeros(graph.num_nodes, dtype=torch.bool)
+    inside[core_t] = True
+    for hop in range(1, hops + 1):  # ring h: within h hops, not within h - 1 (k_hop_subgraph's subset is sorted)
+        subset = k_hop_subgraph(core_t, hop, graph.attention_edges, num_nodes=graph.num_nodes)[0]
+        parts.append(subset[~inside[subset]])
+        inside[subset] = True
+        counts.append(counts[-1] + len(parts[-1]))
+    nodes = torch.cat(parts)
     position = torch.full((graph.num_nodes,), -1, dtype=torch.int64)
     position[nodes] = torch.arange(nodes.numel())
 
@@ -46,7 +51,8 @@ def reference_tile(core: np.ndarray, graph: SlideGraph, hops: int = HALO_HOPS) -
         return position[kept], kept_weight
 
     gcn, weight = relabel(graph.gcn_edges, graph.gcn_weight)
-    return Tile(nodes, len(core_t), gcn, weight, relabel(graph.attention_edges)[0], relabel(graph.window_edges)[0])
+    return Tile(nodes, len(core_t), gcn, weight, relabel(graph.attention_edges)[0], relabel(graph.window_edges)[0],
+                tuple(counts))
 
 
 def jittered_slide(n: int = 600, k: int = 6, seed: int = 0) -> tuple[np.ndarray, SlideGraph]:
@@ -58,7 +64,7 @@ def jittered_slide(n: int = 600, k: int = 6, seed: int = 0) -> tuple[np.ndarray,
 
 
 def assert_same_tile(a: Tile, b: Tile) -> None:
-    assert a.num_core == b.num_core
+    assert a.num_core == b.num_core and a.hop_counts == b.hop_counts
     for name in FIELDS:
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype and torch.equal(x, y), name
@@ -132,3 +138,18 @@ def test_blockwise_pca_equals_the_whole_matrix_pca():
     whole = (centred @ vectors).astype(np.float32)
     assert np.array_equal(pca(x, 6), whole)  # one block: the same computation
     np.testing.assert_allclose(pca(x, 6, block_values=30 * 64), whole, rtol=1e-5, atol=1e-5)
+
+
+def test_reach_is_the_hop_prefixes_only_when_the_halo_covers_the_model():
+    coords, graph = jittered_slide()
+    core = cell_batches(pool_cells(coords, 60.0), 64, np.random.default_rng(2))[0]
+    tile = make_tile(core, graph)
+    core_count, within_1, within_2, everything = tile.hop_counts
+    assert tile.reach == (core_count, within_1, within_2) and everything == tile.num_nodes
+    assert core_count < within_1 < within_2 < everything  # a scattered batch: every ring is non-empty
+    # every spot of ring h has an attention edge from ring h - 1 (the rings are BFS levels, in order)
+    source, target = tile.attention_edges
+    for lo, hi, previous in ((within_1, within_2, (core_count, within_1)), (within_2, everything, (within_1, within_2))):
+        from_previous = (source >= lo) & (source < hi) & (target >= previous[0]) & (target < previous[1])
+        assert torch.equal(torch.unique(source[from_previous]), torch.arange(lo, hi))
+    assert make_tile(core, graph, HALO_HOPS - 1).reach is None  # a shallower halo: compute every row

@@ -228,7 +228,8 @@ def _forward(model: SencaModel, tile: Tile, x: torch.Tensor, features: torch.Ten
     nodes = tile.nodes
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         return model(x[nodes].to(device), features[nodes].to(device), tile.gcn_edges.to(device),
-                     tile.gcn_weight.to(device), tile.attention_edges.to(device), tile.window_edges.to(device))
+                     tile.gcn_weight.to(device), tile.attention_edges.to(device), tile.window_edges.to(device),
+                     tile.reach)
 
 
 def tile_losses(out: SencaOutput, tile: Tile, cells: torch.Tensor | None, config: TrainConfig,
@@ -244,10 +245,11 @@ def tile_losses(out: SencaOutput, tile: Tile, cells: torch.Tensor | None, config
     nan = torch.tensor(float("nan"), device=h.device)
     terms = {"nt_xent_pooled": nan, "nt_xent_window": nan, "nt_xent_spot": nan, "graph_contrast": nan}
     total = torch.zeros((), device=h.device)
+    window = tile.window_edges.to(h.device)
+    core_windows = window[:, window[1] < c]  # R and H may hold only the rows these read (Tile.reach)
     if config.hierarchical:
-        window = tile.window_edges.to(h.device)
-        hw = window_mean(h, window, tile.num_nodes)[:c]
-        rw = window_mean(r, window, tile.num_nodes)[:c]
+        hw = window_mean(h, core_windows, c)
+        rw = window_mean(r, core_windows, c)
         overlap = overlapping_windows(window, c, tile.num_nodes) if config.mask_overlapping else None
         terms["nt_xent_window"] = nt_xent(hw, rw, config.temperature, overlap)
         total = total + terms["nt_xent_window"]
@@ -259,7 +261,7 @@ def tile_losses(out: SencaOutput, tile: Tile, cells: torch.Tensor | None, config
         terms["nt_xent_spot"] = nt_xent(h[:c], r[:c], config.temperature)
         total = total + terms["nt_xent_spot"]
     if config.graph_contrast > 0:
-        terms["graph_contrast"] = graph_contrast(r, corrupt_rna, tile.window_edges.to(h.device), c, discriminator)
+        terms["graph_contrast"] = graph_contrast(r, corrupt_rna, core_windows, c, discriminator)
         total = total + config.graph_contrast * terms["graph_contrast"]
     terms["mse"] = reconstruction_mse(out.target[:c], out.decoded[:c], config.detach_target)
     terms["loss"] = total + config.lambda_mse * terms["mse"]
@@ -271,7 +273,7 @@ def corrupted_rna(model: SencaModel, tile: Tile, x: torch.Tensor, device: torch.
     shuffled = tile.nodes[torch.randperm(tile.num_nodes)]
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         return model.rna_branch(x[shuffled].to(device), tile.gcn_edges.to(device), tile.gcn_weight.to(device),
-                                tile.attention_edges.to(device))
+                                tile.attention_edges.to(device), tile.reach[1:] if tile.reach else None)
 
 
 # ----------------------------------------------------------------------------- training

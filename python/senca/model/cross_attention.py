@@ -46,9 +46,15 @@ class NeighbourhoodCrossAttention(nn.Module):
         for module in self.children():
             module.reset_parameters()
 
-    def forward(self, h: torch.Tensor, r: torch.Tensor, window_edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``window_edges``: (2, E) neighbour j -> spot i for j in {i} U kNN(i)."""
-        n = h.shape[0]
+    def forward(self, h: torch.Tensor, r: torch.Tensor, window_edges: torch.Tensor,
+                num_out: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``window_edges``: (2, E) neighbour j -> spot i for j in {i} U kNN(i).
+
+        Returns the first ``num_out`` rows (all by default): only the windows of those spots are read.
+        """
+        n = h.shape[0] if num_out is None else num_out
+        if n < h.shape[0]:
+            window_edges = window_edges[:, window_edges[1] < n]
         v1 = self.value_rna(r)
         v2 = self.value_image(h)
         if not self.attention:
@@ -58,6 +64,8 @@ class NeighbourhoodCrossAttention(nn.Module):
             return a1, a2
         hp = self.project_image(h)
         rp = self.project_rna(r)
-        a1 = edge_attention(self.query_image(hp).unsqueeze(1), self.key_rna(rp).unsqueeze(1), v1.unsqueeze(1), window_edges, n)
-        a2 = edge_attention(self.query_rna(rp).unsqueeze(1), self.key_image(hp).unsqueeze(1), v2.unsqueeze(1), window_edges, n)
+        a1 = edge_attention(self.query_image(hp[:n]).unsqueeze(1), self.key_rna(rp).unsqueeze(1), v1.unsqueeze(1),
+                            window_edges, n)
+        a2 = edge_attention(self.query_rna(rp[:n]).unsqueeze(1), self.key_image(hp).unsqueeze(1), v2.unsqueeze(1),
+                            window_edges, n)
         return a1.squeeze(1).to(h.dtype), a2.squeeze(1).to(h.dtype)

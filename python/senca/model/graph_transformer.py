@@ -48,13 +48,20 @@ class NeighbourhoodSelfAttention(nn.Module):
         for layer in (self.query, self.key, self.value, self.out):
             layer.reset_parameters()
 
-    def forward(self, h: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-        """h: (N, dim); edges: (2, E) with self loops -> (N, dim)."""
+    def forward(self, h: torch.Tensor, edges: torch.Tensor, num_out: int | None = None) -> torch.Tensor:
+        """h: (N, dim); edges: (2, E) with self loops -> (num_out, dim), the first ``num_out`` rows (all by default).
+
+        With ``num_out`` < N only the edges into those rows are read and only their queries computed:
+        the rows a later layer never reads cost nothing (see ``GraphTransformer.forward``'s ``rows``).
+        """
         n, dim = h.shape
-        split = (n, self.heads, dim // self.heads)
-        attended = edge_attention(self.query(h).view(split), self.key(h).view(split),
-                                  self.value(h).view(split), edges, n)
-        return self.out(attended.reshape(n, dim).to(h.dtype))
+        num_out = n if num_out is None else num_out
+        if num_out < n:
+            edges = edges[:, edges[1] < num_out]
+        heads = (self.heads, dim // self.heads)
+        attended = edge_attention(self.query(h[:num_out]).view(num_out, *heads), self.key(h).view(n, *heads),
+                                  self.value(h).view(n, *heads), edges, num_out)
+        return self.out(attended.reshape(num_out, dim).to(h.dtype))
 
 
 class GraphTransformer(nn.Module):
@@ -88,7 +95,19 @@ class GraphTransformer(nn.Module):
                 layer.reset_parameters()
 
     def forward(self, x: torch.Tensor, gcn_edges: torch.Tensor, gcn_weight: torch.Tensor,
-                attention_edges: torch.Tensor) -> torch.Tensor:
-        h = self.propagate(self.masking(x), gcn_edges, gcn_weight)
-        block = self.feed_forward(self.norm(self.attention(h, attention_edges)))
-        return self.activation(self.residual(h) + block)
+                attention_edges: torch.Tensor, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """R for every node, or with ``rows`` = (n_out, n_mid) for the first n_out nodes only.
+
+        Why: on a mini-batch with its halo most rows are read by nothing. R at a node reads the
+        propagated ``h`` of its graph neighbours, and ``h`` at a node reads its neighbours' inputs;
+        when nodes are ordered by hops from the core (``Tile.reach``), R within 1 hop needs ``h``
+        within 2 hops only: ``n_mid`` rows. The rows kept are exactly what the full pass gives.
+        """
+        n_out, n_mid = rows if rows is not None else (x.shape[0], x.shape[0])
+        masked = self.masking(x)  # every row, so the dropout mask does not depend on ``rows``
+        if n_mid < x.shape[0]:
+            keep = gcn_edges[1] < n_mid
+            gcn_edges, gcn_weight = gcn_edges[:, keep], gcn_weight[keep]
+        h = self.propagate(masked, gcn_edges, gcn_weight)[:n_mid]
+        block = self.feed_forward(self.norm(self.attention(h, attention_edges, n_out)))
+        return self.activation(self.residual(h[:n_out]) + block)

@@ -67,7 +67,7 @@ class ModelConfig:
 
 @dataclass
 class SencaOutput:
-    """Per-node tensors of one forward pass (rows follow the tile's nodes)."""
+    """Per-node tensors of one forward pass (rows follow the tile's nodes; with ``reach``, a prefix of them)."""
 
     rna: torch.Tensor        # R
     image: torch.Tensor      # H
@@ -145,25 +145,34 @@ class SencaModel(nn.Module):
         self.discriminator = nn.Bilinear(config.rna_dim, config.rna_dim, 1) if config.graph_contrast else None
 
     def forward(self, x: torch.Tensor, image_features: torch.Tensor, gcn_edges: torch.Tensor,
-                gcn_weight: torch.Tensor, attention_edges: torch.Tensor, window_edges: torch.Tensor) -> SencaOutput:
-        r = self.rna_branch(x, gcn_edges, gcn_weight, attention_edges)
-        h = self.image_branch(image_features)
+                gcn_weight: torch.Tensor, attention_edges: torch.Tensor, window_edges: torch.Tensor,
+                reach: tuple[int, int, int] | None = None) -> SencaOutput:
+        """Every output for every node, or with ``reach`` = (n_core, n_1, n_2) (``Tile.reach``: nodes
+        ordered by hops from the core) only the rows the core's S, D and losses read: E, S, D and the
+        target for the first n_core nodes, R and H for the first n_1 (the core's windows), the GCN
+        within n_2. Those rows equal the full pass's; on a scattered DLPFC batch it is about half the work.
+        """
+        n = x.shape[0]
+        n_core, n_1, n_2 = reach if reach is not None else (n, n, n)
+        r = self.rna_branch(x, gcn_edges, gcn_weight, attention_edges, (n_1, n_2))
+        h = self.image_branch(image_features[:n_1])
         if self.config.detach_branches:
-            a1, a2 = self.cross_attention(h.detach(), r.detach(), window_edges)
+            a1, a2 = self.cross_attention(h.detach(), r.detach(), window_edges, n_core)
         else:
-            a1, a2 = self.cross_attention(h, r, window_edges)
+            a1, a2 = self.cross_attention(h, r, window_edges, n_core)
         e = self.input_norm(torch.cat([a1, a2], dim=1) if self.config.combine == "concat" else a1 + a2)
         s = self.encoder(e)
         if self.config.reconstruct == "branches":
             width = (self.config.rna_dim,)
-            target = torch.cat([F.layer_norm(r.detach(), width), F.layer_norm(h.detach(), width)], dim=1)
+            target = torch.cat([F.layer_norm(r[:n_core].detach(), width), F.layer_norm(h[:n_core].detach(), width)], dim=1)
         elif self.config.reconstruct == "views":
             width = (self.config.rna_dim,)
-            target = torch.cat([F.layer_norm(r.detach(), width), self.image_branch.standardise(image_features)], dim=1)
+            target = torch.cat([F.layer_norm(r[:n_core].detach(), width),
+                                self.image_branch.standardise(image_features[:n_core])], dim=1)
         elif self.config.reconstruct == "expression":
-            target = x
+            target = x[:n_core]
         elif self.config.reconstruct == "smoothed_expression":
-            target = window_mean(x, window_edges, x.shape[0])
+            target = window_mean(x, window_edges[:, window_edges[1] < n_core], n_core)
         else:
             target = e
         return SencaOutput(rna=r, image=h, encoder_input=e, shared=s, decoded=self.decoder(s), target=target)
