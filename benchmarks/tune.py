@@ -9,7 +9,8 @@ every slide and seed it reports the ARI of:
 * ``untrained`` (``--untrained``): S of the same network with lr ~0 (1 epoch at lr 1e-12).
 
 The final table in benchmarks/results/benchmark.md comes from benchmarks/benchmark.py; this script is
-the quick loop for choosing what that benchmark then runs.
+the quick loop for choosing what that benchmark then runs. Every row starts from the dataset's platform
+defaults (train-senca's, Visium for DLPFC, legacy ST for HER2ST); ``--set`` overrides them.
 
     .venv/bin/python benchmarks/tune.py --dataset dlpfc --seeds 0 1 2 3 4 --tag base
     .venv/bin/python benchmarks/tune.py --dataset her2st --seeds 0 1 2 --set epochs=20 --tag e20
@@ -32,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO / "benchmarks"))
 SLIDES = {"dlpfc": ["151673", "151674"], "her2st": ["A1", "B1", "C1", "D1", "E1", "F1", "G2", "H1"]}
+PLATFORM = {"dlpfc": "visium", "her2st": "st"}  # whose train-senca defaults a dataset starts from
 
 
 def load_slide(dataset: str, sample: str, flavor: str | None, n_hvg: int | None, cache: Path,
@@ -169,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-hvg", type=int, default=None)
     parser.add_argument("--hvg-values", choices=["log1p", "pearson_residuals"], default=None,
                         help="what the HVG matrix holds (senca preprocess --hvg-values) [default: the platform's]")
-    parser.add_argument("--gene-scale", choices=["zscore", "none"], default="zscore")
+    parser.add_argument("--gene-scale", choices=["zscore", "none"], default=None,
+                        help="per-gene scaling of the HVGs [default: the platform's, as train-senca's]")
+    parser.add_argument("--no-platform-defaults", dest="platform_defaults", action="store_false",
+                        help="start from TrainConfig's own (legacy ST, paper) values instead of the dataset's platform defaults")
     parser.add_argument("--methods", default="ward,gmm")
     parser.add_argument("--no-floor", dest="floor", action="store_false")
     parser.add_argument("--floor-hops", type=int, default=1)
@@ -184,7 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decoded", action="store_true", help="also score D(S) and D(S) averaged over the window")
     parser.add_argument("--save", default=None, metavar="DIR", help="write each trained S to DIR/{sample}_seed{seed}.npy")
     args = parser.parse_args(argv)
-    overrides = parse_overrides(args.overrides)
+    from senca.train import platform_train_defaults
+
+    # the product's defaults for the platform first (train-senca applies them the same way), then --set:
+    # a tune row without --set is what `senca run` would train (before this, --gene-scale defaulted to
+    # zscore on every dataset, and HER2ST rows needed --gene-scale none to be legacy ST's)
+    platform = platform_train_defaults(PLATFORM[args.dataset]) if args.platform_defaults else {}
+    args.gene_scale = args.gene_scale or platform.pop("gene_scale", "zscore")
+    platform.pop("gene_scale", None)
+    overrides = {**platform, **parse_overrides(args.overrides)}
     jobs = [{"dataset": args.dataset, "sample": s, "seed": seed, "overrides": overrides, "flavor": args.hvg_flavor,
              "values": args.hvg_values, "n_hvg": args.n_hvg, "gene_scale": args.gene_scale, "methods": args.methods.split(","),
              "floor": args.floor, "floor_hops": args.floor_hops, "train": args.train, "untrained": args.untrained,
