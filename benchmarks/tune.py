@@ -195,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     # a tune row without --set is what `senca run` would train (before this, --gene-scale defaulted to
     # zscore on every dataset, and HER2ST rows needed --gene-scale none to be legacy ST's)
     platform = platform_train_defaults(PLATFORM[args.dataset]) if args.platform_defaults else {}
-    args.gene_scale = args.gene_scale or platform.pop("gene_scale", "zscore")
-    platform.pop("gene_scale", None)
+    platform_gene_scale = platform.pop("gene_scale", "zscore")  # tune scales the genes itself (run_one)
+    args.gene_scale = args.gene_scale or platform_gene_scale
     overrides = {**platform, **parse_overrides(args.overrides)}
     jobs = [{"dataset": args.dataset, "sample": s, "seed": seed, "overrides": overrides, "flavor": args.hvg_flavor,
              "values": args.hvg_values, "n_hvg": args.n_hvg, "gene_scale": args.gene_scale, "methods": args.methods.split(","),
