@@ -347,23 +347,25 @@ def smoothed_pca_gmm(slide_dir: Path, sample: str, k: int, seed: int) -> np.ndar
 
 
 def senca_untrained(slide_dir: Path, sample: str, k: int, seed: int) -> np.ndarray:
-    """The same network with the platform's defaults but untrained (1 epoch at lr 1e-12), clustered as senca is.
+    """The same network with the platform's defaults but untrained (1 epoch at lr 1e-12), clustered as senca is
+    (the platform's method, beside the substitute view at the platform's --view-weight).
 
     Beside SENCA-st and the floor it gives "what training adds": trained S vs the untrained S vs the
     substitute view alone. Uses the slide's patches when the run made them (``{s}.patches.parquet``).
     """
     from sklearn.cluster import AgglomerativeClustering
 
-    from senca.cluster import resolve_method
-    from senca.clustering import tied_gmm
+    from senca.cluster import PLATFORM_VIEW_WEIGHT, resolve_method
+    from senca.clustering import beside_view, tied_gmm
     from senca.train import TrainConfig, platform_train_defaults, read_training_inputs, train_senca
 
     patches = slide_dir / f"{sample}.patches.parquet"
     inputs = read_training_inputs(slide_dir / f"{sample}.spots.parquet", slide_dir / f"{sample}.expr.parquet",
                                   slide_dir / f"{sample}.graph.parquet", patches if patches.exists() else None)
     config = TrainConfig(**platform_train_defaults(inputs.defaults_platform), epochs=1, lr=1e-12, seed=seed, device="cpu")
-    S = train_senca(inputs.expr, inputs.coords, inputs.source, inputs.target, inputs.distance,
-                    inputs.image_features, config).embeddings
+    result = train_senca(inputs.expr, inputs.coords, inputs.source, inputs.target, inputs.distance,
+                         inputs.image_features, config)
+    S = beside_view(result.embeddings, result.view, PLATFORM_VIEW_WEIGHT.get(str(inputs.defaults_platform), 0.0))
     if resolve_method(None, {"defaults_platform": inputs.defaults_platform}) == "gmm":
         return tied_gmm(S, k, seed=seed).labels
     return AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(S)

@@ -24,10 +24,11 @@ def separable_embeddings(spot_ids: pd.Series, groups: np.ndarray, seed: int = 0,
     return (centres[groups] + rng.normal(size=(len(spot_ids), dim))).astype(np.float32)
 
 
-def write_embeddings(path: Path, spot_ids: pd.Series, S: np.ndarray, sample: str, shuffle: bool = True) -> Path:
+def write_embeddings(path: Path, spot_ids: pd.Series, S: np.ndarray, sample: str, shuffle: bool = True,
+                     view: np.ndarray | None = None) -> Path:
     """An embeddings artifact as train-senca writes it (rows shuffled: cluster must align by spot_id)."""
     order = np.random.default_rng(1).permutation(len(spot_ids)) if shuffle else np.arange(len(spot_ids))
-    frame = embedding_frame(spot_ids.to_numpy()[order], S[order])
+    frame = embedding_frame(spot_ids.to_numpy()[order], S[order], None if view is None else view[order])
     return write_table(frame, path, Provenance("embeddings", sample, "train-senca", params={"epochs": 10}))
 
 
@@ -294,3 +295,62 @@ def test_umap_kernels_are_cached_and_the_layout_is_unchanged(tmp_path, monkeypat
     plain = layout()
     assert cache_umap_kernels() > 0
     assert np.array_equal(layout(), plain)
+
+
+@pytest.fixture(scope="module")
+def view_slide(slide):
+    """Embeddings whose S is noise and whose substitute view holds the planted regions."""
+    spot_ids = read_table(slide["spots"], "spots")[0]["spot_id"]
+    noise = np.random.default_rng(5).normal(size=(slide["n"], 16)).astype(np.float32)
+    view = separable_embeddings(spot_ids, slide["regions"], seed=3, dim=8)
+    path = write_embeddings(slide["folder"] / "view" / "syn.embeddings.parquet", spot_ids, noise, "syn", view=view)
+    return {**slide, "embeddings": path, "view": view}
+
+
+def test_view_weight_clusters_s_beside_the_view(view_slide, tmp_path):
+    """--view-weight 2 clusters [S, 2 x view]: the view's regions are found; S alone (weight 0) is noise."""
+    import anndata as ad
+
+    for weight, out in (("2", tmp_path / "with"), ("0", tmp_path / "without")):
+        run_cli(*cluster_args(view_slide, out, "--view-weight", weight, "--method", "gmm"))
+    with_view, meta = read_table(tmp_path / "with" / "syn.clusters.parquet", "clusters")
+    alone, meta0 = read_table(tmp_path / "without" / "syn.clusters.parquet", "clusters")
+    assert adjusted_rand_score(view_slide["truth"], with_view["cluster"]) > 0.9
+    assert adjusted_rand_score(view_slide["truth"], alone["cluster"]) < 0.2
+    assert meta["clustered"] == {"on": "[S, 2 x view]", "view_weight": 2.0, "view_weight_source": "option",
+                                 "view_dim": 8, "dim": 24}
+    assert meta0["clustered"]["on"] == "S" and meta0["clustered"]["dim"] == 16
+    adata = ad.read_h5ad(tmp_path / "with" / "syn.senca.h5ad")
+    spots = read_table(view_slide["spots"], "spots")[0]
+    assert adata.obsm["X_senca"].shape == (view_slide["n"], 16)
+    assert np.array_equal(adata.obsm["X_senca_view"], view_slide["view"])  # the spots' order, as written
+    joint = adata.obsm["X_senca_clustered"]
+    rms = [np.sqrt(joint[:, cols].var(axis=0).mean()) for cols in (slice(0, 16), slice(16, 24))]
+    assert np.allclose(rms, [1.0, 2.0], rtol=1e-4)
+    assert list(adata.obs_names) == list(spots["spot_id"])
+    assert "X_senca_view" not in ad.read_h5ad(tmp_path / "without" / "syn.senca.h5ad").obsm
+
+
+def test_view_weight_platform_default(view_slide, slide, tmp_path, caplog):
+    """Visium's default weight is 2 (legacy ST's 0); embeddings without a view fall back to S alone, recorded."""
+    visium = rewrite_spots(slide["spots"], tmp_path / "visium" / "syn.spots.parquet", defaults_platform="visium")
+    st = rewrite_spots(slide["spots"], tmp_path / "st" / "syn.spots.parquet", defaults_platform="st")
+    from senca.cluster import cluster_slide
+
+    assert cluster_slide(view_slide["embeddings"], visium, slide["h5ad"]).provenance.extra["clustered"][
+        "view_weight"] == 2.0
+    assert cluster_slide(view_slide["embeddings"], st, slide["h5ad"]).provenance.extra["clustered"]["on"] == "S"
+    # an older train-senca's embeddings (no view_* columns): S alone, with a warning and the reason recorded
+    with caplog.at_level("WARNING", logger="senca"):
+        old = cluster_slide(slide["embeddings"], visium, slide["h5ad"]).provenance.extra["clustered"]
+    assert old["view_weight"] == 0.0 and "no view" in old["view_weight_source"]
+    assert "no substitute view" in caplog.text
+
+
+def test_view_weight_without_view_is_a_one_line_error(slide, tmp_path):
+    """An explicit weight > 0 on embeddings without the view names the file; a negative weight is refused."""
+    result = run_cli(*cluster_args(slide, tmp_path / "out", "--view-weight", "2"), expect=None)
+    assert_one_line_error(result, "syn.embeddings.parquet")
+    assert "view_* columns" in result.stderr and not (tmp_path / "out" / "syn.clusters.parquet").exists()
+    result = run_cli(*cluster_args(slide, tmp_path / "out", "--view-weight", "-1"), expect=None)
+    assert result.exit_code == 2 and "-1" in result.stderr

@@ -57,13 +57,14 @@ class RunOptions:
     normalised: bool = False  # --normalised: every slide's values are already log-normalised
     tag_logs: bool = False  # prefix log lines with the slide (set for --jobs > 1 workers)
     paper: bool = False  # --paper: the paper's literal settings on every platform (PAPER_ARGS)
+    view_weight: float | None = None  # --view-weight for the cluster stage (None: its platform default)
 
 
 # `senca run --paper`: the paper's own choices where senca's platform defaults depart (docs/method.md)
 PAPER_ARGS = {"preprocess": ("--hvg-flavor", "seurat", "--hvg-values", "log1p"), "train-senca": ("--gene-scale", "none", "--reconstruct", "branches",
                                                                   "--substitute-hops", "2", "--image-pcs", "0", "--input-pcs", "0",
                                                                   "--image-only"),
-              "cluster": ("--method", "ward")}
+              "cluster": ("--method", "ward", "--view-weight", "0")}
 
 
 # train-senca options that `senca run` sets itself: --train-args may not override them
@@ -150,7 +151,7 @@ def train_call(s: str, slide_dir: Path, opts: RunOptions, with_image: bool) -> S
 def cluster_call(s: str, slide_dir: Path, opts: RunOptions) -> StageCall:
     embeddings, spots, h5ad = slide_dir / f"{s}.embeddings.parquet", slide_dir / f"{s}.spots.parquet", slide_dir / f"{s}.h5ad"
     args = ["--embeddings", str(embeddings), "--spots", str(spots), "--h5ad", str(h5ad), "--seed", str(opts.seed),
-            *(PAPER_ARGS["cluster"] if opts.paper else ())]
+            *_flag("--view-weight", opts.view_weight), *(PAPER_ARGS["cluster"] if opts.paper else ())]
     outputs = [slide_dir / f"{s}.{name}" for name in
                ("clusters.parquet", "dendrogram.png", "clusters.png", "umap.png", "senca.h5ad")]
     return StageCall("cluster", args, [embeddings, spots, h5ad], outputs)

@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from senca import __version__
+from senca.blocks import unit_root_mean_variance
 from senca.device import resolve_device
 from senca.errors import SencaError
 from senca.graph import knn_edges, median_spot_pitch
@@ -163,6 +164,7 @@ class TrainResult:
     log: pd.DataFrame               # one row per optimiser step
     checkpoint: dict[str, Any]      # {"state_dict", "config", "senca_version"}: weights_only-loadable
     summary: dict[str, Any] = field(default_factory=dict)  # final losses, device, image mode, timings
+    view: np.ndarray | None = None  # (N, substitute_dim) float32: the substitute view, for [S, w x view] clustering
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -308,11 +310,6 @@ def network_input(expr: np.ndarray, config: TrainConfig) -> tuple[np.ndarray, di
     return np.ascontiguousarray(scores, dtype=np.float32), {"kind": "hvg_pca", "width": int(scores.shape[1])}
 
 
-def unit_root_mean_variance(block: np.ndarray, weight: float = 1.0) -> np.ndarray:
-    """``weight`` x ``block`` divided by the block's root mean column variance: one scale for every column."""
-    return weight * block / max(float(np.sqrt(block.var(axis=0).mean())), 1e-8)
-
-
 def image_view(expr: np.ndarray, graph: SlideGraph, image_features: np.ndarray | None,
                config: TrainConfig) -> tuple[torch.Tensor, dict[str, Any]]:
     """The image branch's input (patch features, or the image-less substitute) and how it was made."""
@@ -335,6 +332,24 @@ def image_view(expr: np.ndarray, graph: SlideGraph, image_features: np.ndarray |
         features = np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
         info["image_substitute"] = substitute
     return torch.as_tensor(features), info
+
+
+def clustering_view(expr: np.ndarray, graph: SlideGraph, features: torch.Tensor, image_info: dict[str, Any],
+                    config: TrainConfig) -> np.ndarray:
+    """The substitute view (the expression's smoothed PCA) to write beside S for the cluster stage.
+
+    Why: on Visium, clustering [S, 2 x this view] finds layers more accurately than S alone (docs/method.md,
+    round 17 and ``senca cluster --view-weight``). It is always the expression's view, with or without
+    H&E, and it is the one training already made where it made one (image-less: the image head's input;
+    with ``image_with_substitute``: that input's first block, at unit root mean variance, which the cluster
+    stage's own scaling leaves as it is), so nothing is computed twice.
+    """
+    substitute = image_info.get("image_substitute")
+    if substitute is not None:
+        width = int(substitute["pca_components"])
+        return np.ascontiguousarray(features[:, :width].numpy(), dtype=np.float32)
+    view, _ = image_substitute(expr, graph, config.substitute_hops, config.substitute_dim)
+    return view
 
 
 def build_model(n_genes: int, features: torch.Tensor, config: TrainConfig,
@@ -427,6 +442,7 @@ def train_senca(expr: np.ndarray, coords: np.ndarray, source: np.ndarray, target
                 epochs.set_postfix(loss=f"{rows[-1]['loss']:.3f}", var=f"{rows[-1]['embedding_var']:.3g}")
         train_seconds = time.perf_counter() - started
         embeddings = embed_slide(model, coords, graph, x, features, device, max(config.batch_spots, INFERENCE_TILE_SPOTS))
+        view = clustering_view(expr, graph, features, image_info, config)
         step = len(rows)
 
     log_frame = pd.DataFrame(rows, columns=LOG_COLUMNS).astype({"epoch": "int64", "step": "int64", "n_spots": "int64", "n_cells": "int64"})
@@ -443,7 +459,7 @@ def train_senca(expr: np.ndarray, coords: np.ndarray, source: np.ndarray, target
                    "k": k},
         "senca_version": __version__,
     }
-    return TrainResult(embeddings, log_frame, checkpoint, summary)
+    return TrainResult(embeddings, log_frame, checkpoint, summary, view)
 
 
 @torch.no_grad()
@@ -571,7 +587,8 @@ def write_training_outputs(result: TrainResult, inputs: TrainingInputs, config: 
     def provenance(kind: str) -> Provenance:
         return Provenance(kind, s, STAGE, params, inputs.checksums, extra)
 
-    write_table(embedding_frame(inputs.spot_ids, result.embeddings), paths["embeddings"], provenance("embeddings"))
+    write_table(embedding_frame(inputs.spot_ids, result.embeddings, result.view), paths["embeddings"],
+                provenance("embeddings"))
     write_table(result.log, paths["train_log"], provenance("train_log"))
     checkpoint = dict(result.checkpoint)
     checkpoint["config"] = {**checkpoint["config"], "sample": s, "inputs": dict(inputs.checksums)}

@@ -24,20 +24,26 @@ from senca.plots import ensure_scanpy_image_key
               help="Flat clusters: ward = the Ward tree's cut (paper), gmm = tied Gaussian mixture on PCA 20 of S, "
                    "best of 50 inits by likelihood [default: ward for legacy ST, gmm for Visium]. The Ward tree "
                    "and dendrogram are written either way.")
+@click.option("--view-weight", type=click.FloatRange(min=0), default=None,
+              help="Cluster [S, W x substitute view] (each block at unit root mean variance; the view is the "
+                   "expression's smoothed PCA that train-senca writes beside S) instead of S alone; 0: S alone "
+                   "(the paper) [default: 2 for Visium, 0 for legacy ST; docs/method.md].")
 @seed_option
 @outdir_option
 @quiet_option
 @user_errors
-def cluster(embeddings, spots, h5ad, n_clusters, image, method, seed, outdir, quiet):
+def cluster(embeddings, spots, h5ad, n_clusters, image, method, view_weight, seed, outdir, quiet):
     """Cluster S with agglomerative (Ward) clustering and save the dendrogram.
 
     Writes {s}.clusters.parquet, {s}.dendrogram.png, {s}.clusters.png, {s}.umap.png and
-    {s}.senca.h5ad (clusters in obs['senca_cluster'], S in obsm['X_senca'], the H&E in
+    {s}.senca.h5ad (clusters in obs['senca_cluster'], S in obsm['X_senca'], with --view-weight > 0
+    the view and what was clustered in obsm['X_senca_view'] and obsm['X_senca_clustered'], the H&E in
     uns['spatial'] for sc.pl.spatial) into --outdir.
     """
     setup_logging(quiet)
     result = cluster_slide(Path(embeddings), Path(spots), Path(h5ad), n_clusters=n_clusters,
-                           image=Path(image) if image else None, seed=seed, method=method)
+                           image=Path(image) if image else None, seed=seed, method=method,
+                           view_weight=view_weight)
     ensure_scanpy_image_key(result.adata, result.sample)  # image-less: sc.pl.spatial's default call must work
     paths = write_cluster_outputs(result, Path(outdir))
     log.info("%s: %d clusters (%s); wrote %s", result.sample, result.n_clusters, result.source,

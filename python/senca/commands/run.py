@@ -34,16 +34,19 @@ from senca.pipeline import SUMMARY_RESULT, RunOptions, check_train_args, run_sam
                    "QC: full-res > hires > lowres > none), hires, lowres, or none (every slide image-less).")
 @click.option("--normalised", is_flag=True,
               help="Every slide's values are already log-normalised: accept non-integers, skip normalisation.")
+@click.option("--view-weight", type=click.FloatRange(min=0), default=None,
+              help="Cluster [S, W x substitute view] instead of S alone (senca cluster --view-weight) "
+                   "[default: 2 for Visium, 0 (S alone, the paper) for legacy ST].")
 @click.option("--paper", is_flag=True,
               help="The paper's literal settings on every platform: seurat HVGs, no gene scaling, D reconstructs "
-                   "[R, H], Ward clusters (docs/method.md lists each departure and its numbers).")
+                   "[R, H], Ward clusters of S alone (docs/method.md lists each departure and its numbers).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Skip stages whose outputs are complete for the same inputs.")
 @device_option
 @seed_option
 @quiet_option
 @user_errors
 def run(samplesheet, outdir, jobs, encoder, weights, input_px, epochs, k, n_hvg, train_args, image_choice, normalised,
-        paper, resume, device, seed, quiet):
+        view_weight, paper, resume, device, seed, quiet):
     """Run every stage for every slide of SAMPLESHEET on this machine.
 
     Same commands and output layout as the Nextflow pipeline; failed slides are reported and the
@@ -57,7 +60,7 @@ def run(samplesheet, outdir, jobs, encoder, weights, input_px, epochs, k, n_hvg,
     check_train_args(extra)
     opts = RunOptions(encoder=encoder, weights=weights, input_px=input_px, epochs=epochs, device=device, seed=seed, k=k,
                       n_hvg=n_hvg, resume=resume, quiet=quiet, train_args=extra, image_choice=image_choice,
-                      normalised=normalised, paper=paper)
+                      normalised=normalised, paper=paper, view_weight=view_weight)
     results = run_samplesheet(samplesheet, outdir, opts, jobs)
     slides = [r for r in results if r.sample != SUMMARY_RESULT]
     for r in slides:  # the reason of a failure is in the one Error line below, not repeated here

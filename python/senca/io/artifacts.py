@@ -37,8 +37,10 @@ from senca.errors import OutputError, SencaError, os_error_reason
 META_KEY = b"senca"
 META_DIGEST_KEY = b"senca_sha256"  # over the META_KEY JSON and the column names: the footer has no checksum
 EMB_PREFIX = "emb_"
+VIEW_PREFIX = "view_"  # embeddings only, optional: the substitute view written beside S (senca cluster --view-weight)
 
-# kind -> {column: type family}; "emb" means "one or more float columns emb_0..emb_{d-1}",
+# kind -> {column: type family}; "emb" means "one or more float columns emb_0..emb_{d-1}" (embeddings may
+# also carry float columns view_0..view_{m-1}, the substitute view beside S),
 # "genes" means "one or more float columns (gene names)". Families: str, float, int.
 SCHEMAS: dict[str, dict[str, str]] = {
     "spots": {"spot_id": "str", "pixel_x": "float", "pixel_y": "float", "array_row": "float",
@@ -226,6 +228,14 @@ def _check_schema(schema: pa.Schema, kind: str, where: str | Path) -> None:
         bad = [n for n in emb if _family(schema.field(n).type) != "float"]
         if bad:
             raise SencaError(f"embedding column {bad[0]!r} is not float", where)
+        view = [n for n in names if n.startswith(VIEW_PREFIX)]
+        if view and kind != "embeddings":
+            raise SencaError(f"{kind} artifact has {VIEW_PREFIX}* columns (only embeddings may)", where)
+        if view != [f"{VIEW_PREFIX}{i}" for i in range(len(view))]:
+            raise SencaError(f"{kind} artifact's view columns are not {VIEW_PREFIX}0..{VIEW_PREFIX}{len(view) - 1}", where)
+        bad = [n for n in view if _family(schema.field(n).type) != "float"]
+        if bad:
+            raise SencaError(f"view column {bad[0]!r} is not float", where)
     elif rest == "genes":
         genes = [n for n in names if n != "spot_id"]
         if not genes:
@@ -483,20 +493,25 @@ def check_made_from(meta: Mapping[str, Any], artifact: str | Path, name: str, pa
 
 
 # ----------------------------------------------------------------------------- embeddings
-def embedding_frame(spot_ids: Sequence[str], matrix: np.ndarray) -> pd.DataFrame:
-    """A table of ``spot_id`` plus float32 columns ``emb_0..emb_{d-1}``."""
+def embedding_frame(spot_ids: Sequence[str], matrix: np.ndarray, view: np.ndarray | None = None) -> pd.DataFrame:
+    """A table of ``spot_id`` plus float32 columns ``emb_0..emb_{d-1}`` (and ``view_0..view_{m-1}`` when given)."""
     matrix = np.asarray(matrix, dtype=np.float32)
     columns = {f"{EMB_PREFIX}{i}": matrix[:, i] for i in range(matrix.shape[1])}
+    if view is not None:
+        view = np.asarray(view, dtype=np.float32)
+        if view.shape[0] != matrix.shape[0]:
+            raise ValueError(f"view has {view.shape[0]} rows for {matrix.shape[0]} spots")
+        columns.update({f"{VIEW_PREFIX}{i}": view[:, i] for i in range(view.shape[1])})
     return pd.DataFrame({"spot_id": pd.Series(list(spot_ids), dtype=str), **columns})
 
 
-def embedding_matrix(df: pd.DataFrame) -> np.ndarray:
-    """The ``emb_*`` columns of a table as a float32 (spots x d) matrix, in column order.
+def embedding_matrix(df: pd.DataFrame, prefix: str = EMB_PREFIX) -> np.ndarray:
+    """The ``{prefix}*`` columns (``emb_*``, or ``view_*``) of a table as a float32 (spots x d) matrix, in column order.
 
     Filled column by column, so no intermediate DataFrame of the selected columns is made.
     """
-    names = [c for c in df.columns if c.startswith(EMB_PREFIX)]
-    names.sort(key=lambda c: int(c[len(EMB_PREFIX):]))
+    names = [c for c in df.columns if c.startswith(prefix)]
+    names.sort(key=lambda c: int(c[len(prefix):]))
     out = np.empty((len(df), len(names)), dtype=np.float32)
     for j, name in enumerate(names):
         out[:, j] = df[name].to_numpy()
