@@ -476,3 +476,40 @@ def test_optimiser_is_the_fused_adam_and_takes_the_per_tensor_step():
     for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert make_optimiser(models[0], 1e-2, torch.device("meta")).defaults["fused"] is None
+
+
+def test_clustering_view_is_the_expressions_substitute_with_or_without_patches():
+    """The view written beside S (view_* columns, for senca cluster --view-weight) is the expression's
+    substitute view: the image head's input image-less, and its first block (not the patches) with H&E."""
+    from senca.blocks import unit_root_mean_variance
+    from senca.substitute import image_substitute
+    from senca.tiling import build_slide_graph
+    from senca.train import TrainConfig, clustering_view, image_view
+
+    rng = np.random.default_rng(2)
+    expr = rng.normal(size=(60, 40)).astype(np.float32)
+    source = np.repeat(np.arange(60), 2)
+    graph = build_slide_graph(source, (source + np.tile([1, 2], 60)) % 60, 60)
+    config = TrainConfig(substitute_dim=8)
+    substitute, _ = image_substitute(expr, graph, config.substitute_hops, 8)
+    features, info = image_view(expr, graph, None, config)  # image-less: the substitute itself
+    assert np.array_equal(clustering_view(expr, graph, features, info, config), substitute)
+    patches = 1000.0 * rng.normal(size=(60, 16)).astype(np.float32)
+    with_image = TrainConfig(substitute_dim=8, image_with_substitute=True, image_pcs=0)
+    features, info = image_view(expr, graph, patches, with_image)
+    view = clustering_view(expr, graph, features, info, with_image)
+    assert view.shape == (60, 8)
+    np.testing.assert_allclose(view, unit_root_mean_variance(substitute), rtol=1e-4, atol=1e-5)
+    only_patches = TrainConfig(substitute_dim=8, image_pcs=0)  # the paper's image head: the view is recomputed
+    features, info = image_view(expr, graph, patches, only_patches)
+    assert np.array_equal(clustering_view(expr, graph, features, info, only_patches), substitute)
+
+
+def test_embeddings_carry_the_substitute_view(imageless, synthetic_preprocessed):
+    """train-senca writes view_0..view_31 beside emb_*; embedding_matrix still reads S alone."""
+    _, out = imageless
+    emb, _ = read_table(out / f"{synthetic_preprocessed['slide'].sample}.embeddings.parquet", "embeddings")
+    assert embedding_matrix(emb).shape[1] == 64
+    view = embedding_matrix(emb, "view_")
+    assert view.shape == (len(emb), 32) and view.dtype == np.float32 and np.isfinite(view).all()
+    assert view.std(axis=0).min() > 0
