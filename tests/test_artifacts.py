@@ -68,8 +68,12 @@ def test_wide_tables_stream_in_row_groups_and_read_back_as_one_matrix(tmp_path, 
     (pd.DataFrame({"spot_id": ["a"], "emb_1": [1.0]}), "embeddings", "not emb_0..emb_0"),
     (pd.DataFrame({"spot_id": ["a", "a"], "emb_0": [1.0, 2.0]}), "embeddings", "duplicated spot id 'a'"),
     (pd.DataFrame({"source": ["x"], "target": [1], "distance": [1.0]}), "graph", "column 'source' has type string"),
+    (pd.DataFrame({"spot_id": ["a"], "emb_0": [1.0], "view_1": [1.0]}), "embeddings", "not view_0..view_0"),
+    (pd.DataFrame({"spot_id": ["a"], "emb_0": [1.0], "view_0": ["x"]}), "embeddings", "view column 'view_0' is not float"),
+    (pd.DataFrame({"spot_id": ["a"], "emb_0": [1.0], "view_0": [1.0]}), "patches", "only embeddings may"),
 ])
 def test_schema_errors_name_the_column(tmp_path, df, kind, needle):
+    """Each malformed table is refused on write with the column named, and nothing is left behind."""
     with pytest.raises(SencaError, match=needle):
         write_table(df, tmp_path / "x.parquet", Provenance(kind, "x", "test"))
     assert not (tmp_path / "x.parquet").exists()
