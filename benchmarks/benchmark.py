@@ -355,7 +355,7 @@ def senca_untrained(slide_dir: Path, sample: str, k: int, seed: int) -> np.ndarr
     """
     from sklearn.cluster import AgglomerativeClustering
 
-    from senca.cluster import PLATFORM_VIEW_WEIGHT, resolve_method
+    from senca.cluster import resolve_method, resolve_view_weight
     from senca.clustering import beside_view, tied_gmm
     from senca.train import TrainConfig, platform_train_defaults, read_training_inputs, train_senca
 
@@ -365,8 +365,10 @@ def senca_untrained(slide_dir: Path, sample: str, k: int, seed: int) -> np.ndarr
     config = TrainConfig(**platform_train_defaults(inputs.defaults_platform), epochs=1, lr=1e-12, seed=seed, device="cpu")
     result = train_senca(inputs.expr, inputs.coords, inputs.source, inputs.target, inputs.distance,
                          inputs.image_features, config)
-    S = beside_view(result.embeddings, result.view, PLATFORM_VIEW_WEIGHT.get(str(inputs.defaults_platform), 0.0))
-    if resolve_method(None, {"defaults_platform": inputs.defaults_platform}) == "gmm":
+    platform = {"defaults_platform": inputs.defaults_platform}
+    weight, _ = resolve_view_weight(None, platform, result.view is not None, slide_dir / f"{sample}.embeddings.parquet")
+    S = beside_view(result.embeddings, result.view, weight)
+    if resolve_method(None, platform) == "gmm":
         return tied_gmm(S, k, seed=seed).labels
     return AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(S)
 
