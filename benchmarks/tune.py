@@ -71,11 +71,15 @@ def load_slide(dataset: str, sample: str, flavor: str | None, n_hvg: int | None,
     return arrays
 
 
-def scores(embedding: np.ndarray, labels: np.ndarray, seed: int, methods: list[str]) -> dict[str, float]:
+def scores(embedding: np.ndarray, labels: np.ndarray, seed: int, methods: list[str],
+           view: np.ndarray | None = None) -> dict[str, float]:
+    """ARI of each clustering in ``methods``; ``gmm_view`` is the Visium product's: the tied GMM on
+    [S, VIEW_WEIGHT x view] (senca.clustering.beside_view), with the view train-senca writes beside S."""
     from sklearn.cluster import AgglomerativeClustering
     from sklearn.metrics import adjusted_rand_score
 
-    from senca.clustering import tied_gmm
+    from senca.cluster import PLATFORM_VIEW_WEIGHT
+    from senca.clustering import beside_view, tied_gmm
 
     keep = labels != ""
     k = len(set(labels[keep]))
@@ -87,6 +91,10 @@ def scores(embedding: np.ndarray, labels: np.ndarray, seed: int, methods: list[s
         fit = tied_gmm(embedding, k, seed=seed)
         out["gmm"] = float(adjusted_rand_score(labels[keep], fit.labels[keep]))
         out["gmm_loglik"] = fit.log_likelihood
+    if "gmm_view" in methods and view is not None:
+        fit = tied_gmm(beside_view(embedding, view, PLATFORM_VIEW_WEIGHT["visium"]), k, seed=seed)
+        out["gmm_view"] = float(adjusted_rand_score(labels[keep], fit.labels[keep]))
+        out["gmm_view_loglik"] = fit.log_likelihood
     return out
 
 
@@ -145,17 +153,19 @@ def run_one(job: dict) -> list[dict]:
         started = time.perf_counter()
         result = train_senca(expr, slide["coords"], slide["source"], slide["target"], slide["distance"], features, config)
         rows.append({**base, "what": "senca", "seconds": time.perf_counter() - started,
-                     **scores(result.embeddings, labels, seed, job["methods"])})
+                     **scores(result.embeddings, labels, seed, job["methods"], result.view)})
         if job["save"]:
             Path(job["save"]).mkdir(parents=True, exist_ok=True)
             np.save(Path(job["save"]) / f"{job['sample']}_seed{seed}.npy", result.embeddings)
+            if result.view is not None:  # the view clustered beside S (gmm_view), for scoring variants after
+                np.save(Path(job["save"]) / f"{job['sample']}_seed{seed}_view.npy", result.view)
         if job["decoded"]:
             for what, decoded in decoded_views(result, graph).items():
                 rows.append({**base, "what": what, **scores(decoded, labels, seed, ["gmm"])})
     if job["untrained"]:
         cold = TrainConfig(**{**job["overrides"], "seed": seed, "device": "cpu", "epochs": 1, "lr": 1e-12})
         result = train_senca(expr, slide["coords"], slide["source"], slide["target"], slide["distance"], features, cold)
-        rows.append({**base, "what": "untrained", **scores(result.embeddings, labels, seed, job["methods"])})
+        rows.append({**base, "what": "untrained", **scores(result.embeddings, labels, seed, job["methods"], result.view)})
     return rows
 
 
@@ -175,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="per-gene scaling of the HVGs [default: the platform's, as train-senca's]")
     parser.add_argument("--no-platform-defaults", dest="platform_defaults", action="store_false",
                         help="start from TrainConfig's own (legacy ST, paper) values instead of the dataset's platform defaults")
-    parser.add_argument("--methods", default="ward,gmm")
+    parser.add_argument("--methods", default="ward,gmm",
+                        help="comma-separated: ward, gmm (on S), gmm_view (Visium's product: [S, 2 x view])")
     parser.add_argument("--no-floor", dest="floor", action="store_false")
     parser.add_argument("--floor-hops", type=int, default=1)
     parser.add_argument("--no-train", dest="train", action="store_false")
@@ -213,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in part:
                 print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()), flush=True)
     table = pd.DataFrame(rows)
-    metrics = [c for c in ("ward", "gmm") if c in table]
+    metrics = [c for c in ("ward", "gmm", "gmm_view") if c in table]
     per_seed = table.groupby(["what", "seed"])[metrics].mean()  # dataset mean per seed
     summary = per_seed.groupby("what").agg(["mean", "std"])
     per_slide = table.groupby(["what", "sample"])[metrics].agg(["mean", "std"])

@@ -117,3 +117,19 @@ def test_checksum_of_a_folder_changes_with_its_files(tmp_path):
     before = artifacts.file_checksum(tmp_path / "d")
     (tmp_path / "d" / "a").write_text("2")
     assert artifacts.file_checksum(tmp_path / "d") != before
+
+
+def test_h5ad_is_written_gzip_level_1_and_reads_back(tmp_path):
+    """The h5ad's matrices are gzip at H5AD_GZIP_LEVEL (any HDF5 reader opens them), values unchanged."""
+    import anndata as ad
+    import h5py
+    import scipy.sparse as sp
+
+    counts = sp.random(50, 40, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    adata = ad.AnnData(X=counts, layers={"counts": counts.copy()})
+    path = artifacts.write_h5ad(adata, tmp_path / "x.h5ad")
+    with h5py.File(path) as handle:
+        data = handle["X"]["data"]
+        assert (data.compression, data.compression_opts) == ("gzip", artifacts.H5AD_GZIP_LEVEL)
+    back = ad.read_h5ad(path)
+    assert abs(back.X - counts).max() == 0 and abs(back.layers["counts"] - counts).max() == 0

@@ -20,7 +20,7 @@ from PIL import Image
 
 from senca import images
 from senca.commands.embed_patches import embed_patches as embed_patches_command
-from senca.embed import embed_patches, resolve_image_path
+from senca.embed import auto_input_px, embed_patches, resolve_image_path
 from senca.encoders import ENCODERS, load_encoder, torchvision_weights_name
 from senca.errors import SencaError
 from senca.images import crop_padded, open_slide, read_working_image
@@ -419,7 +419,26 @@ def test_cli_input_px_resizes_patches_and_is_recorded(slide: dict, tmp_path: Pat
     assert default.exit_code == 0, default.output
     _, meta = read_table(tmp_path / "b" / "P.patches.parquet", "patches")
     assert meta["input_px"] == 224 and meta["params"]["input_px"] is None and meta["patch"]["decode_reduction"] == 1
+    assert meta["input_px_rule"] == "auto: the encoder's 224 px"  # a 384 px patch is downsampled, as always
     assert "--input-px" in _cli_error([*args, "--input-px", "16", "--outdir", str(tmp_path)])
+    # a 40 px patch (a Visium lowres image's size) is not upsampled to 224 by default, only to 64
+    small = CliRunner().invoke(embed_patches_command, [*args, "--patch-px", "40", "--outdir", str(tmp_path / "c")])
+    assert small.exit_code == 0, small.output
+    _, meta = read_table(tmp_path / "c" / "P.patches.parquet", "patches")
+    assert meta["input_px"] == 64 and meta["patch"]["resized_to_px"] == 64 and meta["params"]["input_px"] is None
+    assert meta["input_px_rule"].startswith("auto: the 40 px patch rounded up to 64 px")
+    forced = CliRunner().invoke(embed_patches_command, [*args, "--patch-px", "40", "--input-px", "224",
+                                                        "--outdir", str(tmp_path / "d")])
+    assert forced.exit_code == 0, forced.output
+    _, meta = read_table(tmp_path / "d" / "P.patches.parquet", "patches")
+    assert meta["input_px"] == 224 and meta["input_px_rule"] == "--input-px"
+
+
+@pytest.mark.parametrize("side, expected", [(37, 64), (10, 64), (64, 64), (65, 96), (100, 128), (200, 224),
+                                            (223, 224), (224, 224), (350, 224), (5000, 224)])
+def test_auto_input_px_never_upsamples_past_the_patchs_own_side(side: int, expected: int) -> None:
+    """The default encoder input: 224 for patches at least that big, else the side rounded up to 32 (>= 64)."""
+    assert auto_input_px(side, 224) == expected
 
 
 def test_preprocessed_synthetic_slide_embeddings_follow_planted_regions(synthetic_preprocessed: dict) -> None:

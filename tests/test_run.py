@@ -104,7 +104,9 @@ def test_input_px_reaches_embed_patches(cohort, tmp_path):
             "--epochs", "1", "-q")
     _, meta = read_table(out / "planted" / "planted.patches.parquet", "patches")
     assert meta["input_px"] == 32 and meta["params"]["input_px"] == 32 and meta["patch"]["resized_to_px"] == 32
-    assert "--input-px" not in embed_call("planted", out / "planted", RunOptions()).args  # default: the encoder's own
+    assert "--input-px" not in embed_call("planted", out / "planted", RunOptions()).args  # default: automatic
+    explicit = embed_call("planted", out / "planted", RunOptions(paper=True, input_px=96)).args
+    assert explicit.count("--input-px") == 1 and explicit[explicit.index("--input-px") + 1] == "96"  # beats --paper's 224
 
 
 def test_input_px_below_the_encoders_minimum_is_refused_up_front(cohort, tmp_path):
@@ -129,13 +131,15 @@ def test_paper_preset_passes_the_papers_settings_to_every_stage(tmp_path):
     """`senca run --paper`: each stage gets the paper's value, through options that stage really has."""
     from senca.cli import main
     from senca.io.samplesheet import SlideSpec
-    from senca.pipeline import PAPER_ARGS, RunOptions, cluster_call, preprocess_call, train_call
+    from senca.pipeline import PAPER_ARGS, RunOptions, cluster_call, embed_call, preprocess_call, train_call
 
     spec = SlideSpec("s", tmp_path / "counts.tsv", positions=tmp_path / "pos.tsv")
     paper, default = RunOptions(paper=True), RunOptions()
     calls = {"preprocess": (preprocess_call(spec, tmp_path, paper), preprocess_call(spec, tmp_path, default)),
+             "embed-patches": (embed_call("s", tmp_path, paper), embed_call("s", tmp_path, default)),
              "train-senca": (train_call("s", tmp_path, paper, False), train_call("s", tmp_path, default, False)),
              "cluster": (cluster_call("s", tmp_path, paper), cluster_call("s", tmp_path, default))}
+    assert set(calls) == set(PAPER_ARGS)
     for stage, (with_paper, without) in calls.items():
         args = PAPER_ARGS[stage]
         joined = " ".join(with_paper.args)

@@ -43,7 +43,7 @@ class RunOptions:
 
     encoder: str = "resnet50"
     weights: str | None = None
-    input_px: int | None = None  # embed-patches --input-px; None: the encoder's own input size
+    input_px: int | None = None  # embed-patches --input-px; None: its automatic size (senca.embed.auto_input_px)
     epochs: int | None = None
     device: str = "auto"
     seed: int = 0
@@ -64,6 +64,7 @@ class RunOptions:
 PAPER_ARGS = {"preprocess": ("--hvg-flavor", "seurat", "--hvg-values", "log1p"), "train-senca": ("--gene-scale", "none", "--reconstruct", "branches",
                                                                   "--substitute-hops", "2", "--image-pcs", "0", "--input-pcs", "0",
                                                                   "--image-only"),
+              "embed-patches": ("--input-px", "224"),  # the encoders' own input, even for small lowres patches
               "cluster": ("--method", "ward", "--view-weight", "0")}
 
 
@@ -129,8 +130,9 @@ def preprocess_call(spec: SlideSpec, slide_dir: Path, opts: RunOptions) -> Stage
 
 def embed_call(s: str, slide_dir: Path, opts: RunOptions) -> StageCall:
     spots = slide_dir / f"{s}.spots.parquet"
+    paper = PAPER_ARGS["embed-patches"] if opts.paper and opts.input_px is None else ()  # an explicit --input-px wins
     args = ["--spots", str(spots), "--encoder", opts.encoder, *_flag("--weights", opts.weights),
-            *_flag("--input-px", opts.input_px), "--device", opts.device]
+            *_flag("--input-px", opts.input_px), *paper, "--device", opts.device]
     return StageCall("embed-patches", args, [spots], [slide_dir / f"{s}.patches.parquet", slide_dir / f"{s}.patches_qc.png"])
 
 

@@ -30,7 +30,8 @@ log = logging.getLogger("senca")
 @click.option("--patch-px", type=int, default=None, help="Patch side in image pixels (overrides --radius-spots).")
 @click.option("--input-px", type=int, default=None,
               help="Resize patches to this side before the encoder (>= 32); smaller is faster (cost ~ side^2) "
-                   "and coarser: for 10^5+ spot slides on a CPU, see docs/scaling.md  [default: the encoder's 224]")
+                   "and coarser: for 10^5+ spot slides on a CPU, see docs/scaling.md  [default: the encoder's 224, "
+                   "or for smaller patches (Visium lowres) their side rounded up to a multiple of 32, at least 64]")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Patches per encoder batch.")
 @click.option("--workers", type=int, default=0, show_default=True,
               help="DataLoader processes cutting patches while the model runs (0: in the main process).")

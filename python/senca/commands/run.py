@@ -22,7 +22,8 @@ from senca.pipeline import SUMMARY_RESULT, RunOptions, check_train_args, run_sam
 @click.option("--weights", type=str, default=None, help="Encoder weights: a state-dict file, or 'random' (recorded).")
 @click.option("--input-px", type=click.IntRange(min=32), default=None,  # senca.embed.MIN_INPUT_PX
               help="Resize patches to this side before the encoder; smaller is faster, for 10^5+ spot slides on a "
-                   "CPU (docs/scaling.md)  [default: the encoder's 224]")
+                   "CPU (docs/scaling.md)  [default: the encoder's 224, or for patches smaller than that (Visium "
+                   "lowres) their side rounded up to a multiple of 32, at least 64; --paper: 224]")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs [default: train-senca's].")
 @click.option("--k", type=click.IntRange(min=1), default=None, help="Neighbours per spot [default: 4 for ST, 6 for Visium].")
 @click.option("--n-hvg", type=click.IntRange(min=1), default=None, help="Highly variable genes [default: 500 for legacy ST, 3000 for Visium].")
@@ -39,7 +40,7 @@ from senca.pipeline import SUMMARY_RESULT, RunOptions, check_train_args, run_sam
                    "[default: 2 for Visium, 0 (S alone, the paper) for legacy ST].")
 @click.option("--paper", is_flag=True,
               help="The paper's literal settings on every platform: seurat HVGs, no gene scaling, D reconstructs "
-                   "[R, H], Ward clusters of S alone (docs/method.md lists each departure and its numbers).")
+                   "[R, H], patches at the encoder's 224 px, Ward clusters of S alone (docs/method.md lists each departure and its numbers).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Skip stages whose outputs are complete for the same inputs.")
 @device_option
 @seed_option
