@@ -72,6 +72,21 @@ def test_rerun_resumes_and_changed_input_recomputes(cohort, tmp_path):
     assert (cohort["out"] / "planted" / "planted.embeddings.parquet").read_bytes() == before
 
 
+def test_other_senca_code_reruns_the_stages(cohort, monkeypatch):
+    """A stamp written by other senca code (an upgrade that changed a default) is not resumed from."""
+    from senca import pipeline
+
+    opts = RunOptions(encoder="efficientnet-lite0", epochs=10, quiet=True)
+    stamp = json.loads((cohort["out"] / "noimage" / ".senca" / "preprocess.json").read_text())
+    assert stamp["code"] == pipeline.code_digest() and len(stamp["code"]) == 64
+    monkeypatch.setattr(pipeline, "code_digest", lambda: "0" * 64)
+    (noimage,) = [r for r in run_samplesheet(cohort["sheet"], cohort["out"], opts) if r.sample == "noimage"]
+    assert noimage.ran == ["preprocess", "train-senca", "cluster", "markers"], noimage.ran
+    monkeypatch.undo()  # back to this code's digest: the stamps now name the fake one, so everything reruns once more
+    (noimage,) = [r for r in run_samplesheet(cohort["sheet"], cohort["out"], opts) if r.sample == "noimage"]
+    assert noimage.ran == ["preprocess", "train-senca", "cluster", "markers"], noimage.ran
+
+
 def test_a_failed_slide_does_not_stop_the_cohort(cohort, tmp_path):
     good = cohort["slides"]["noimage"]
     broken = tmp_path / "broken.tsv.gz"

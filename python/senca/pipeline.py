@@ -8,8 +8,8 @@ Nextflow modules do, so a laptop run and a cluster run produce the same files:
 
 Slides run in parallel (``jobs`` worker processes); a slide that fails is reported and the others go
 on. Resume: after each stage succeeds the runner writes a stamp (``OUTDIR/<sample>/.senca/<stage>.json``)
-holding the stage's arguments and the sha256 of its input and output files; a rerun skips a stage whose
-arguments and inputs are unchanged and whose outputs are exactly the files it wrote (same sha256, readable
+holding the stage's arguments, the sha256 of its input and output files and a digest of senca's own code; a
+rerun skips a stage whose arguments, inputs and code are unchanged and whose outputs are exactly the files it wrote (same sha256, readable
 artifacts of this senca's format), and recomputes it otherwise. A changed input (or an output replaced or
 damaged since) therefore reruns that stage, and every later stage whose inputs then change; a file that
 is only touched (same bytes) reruns nothing. The stamp is removed before a stage starts and written only
@@ -19,6 +19,8 @@ after all its outputs are in place, so a killed run never leaves a stamp vouchin
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -190,9 +192,25 @@ def _stamp_path(call: StageCall, slide_dir: Path) -> Path:
     return slide_dir / ".senca" / f"{call.stage}.json"
 
 
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """sha256 of the senca package's own source files (paths and bytes), computed once per process.
+
+    Why: a stage's outputs depend on the code as much as on its arguments. A default changed between two
+    senca versions (round 19: lowres patches at 64 px instead of 224) leaves the arguments the same, so a
+    stamp of arguments and inputs alone would resume an upgraded run on outputs the old code made. Like
+    Nextflow's task hash (script and container), other code reruns the stage.
+    """
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def _fingerprint(call: StageCall) -> dict[str, Any]:
-    """What a stage's outputs depend on: its arguments and the content (sha256) of its input files."""
-    return {"args": call.args, "inputs": {str(p): file_checksum(p) for p in call.inputs}}
+    """What a stage's outputs depend on: senca's code, its arguments and the content (sha256) of its input files."""
+    return {"code": code_digest(), "args": call.args, "inputs": {str(p): file_checksum(p) for p in call.inputs}}
 
 
 def _output_checksums(call: StageCall) -> dict[str, str] | None:
