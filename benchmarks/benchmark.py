@@ -234,6 +234,8 @@ def reuse_first_seed(first: Path, target: Path) -> list[str]:
     Stamps record absolute paths (arguments, inputs, outputs), so the first seed's folder is replaced
     by the target's in them; the content checksums stay valid because the bytes are identical.
     """
+    from senca.io.artifacts import file_checksum
+
     reused = []
     for stage in REUSED_STAGES:
         stamp = first / ".senca" / f"{stage}.json"
@@ -241,10 +243,12 @@ def reuse_first_seed(first: Path, target: Path) -> list[str]:
             continue
         recorded = json.loads(stamp.read_text())
         (target / ".senca").mkdir(parents=True, exist_ok=True)
-        for output in recorded["outputs"]:
+        for output, checksum in recorded["outputs"].items():
             source = Path(output)
             destination = target / source.relative_to(first)
-            if not destination.exists():
+            # a file left by an earlier run of other code (same name, other bytes) is replaced, or the
+            # stamp would not match it and the stage would be recomputed for nothing
+            if not destination.exists() or file_checksum(destination) != checksum:
                 shutil.copy2(source, destination)
         text = stamp.read_text().replace(str(first), str(target))
         (target / ".senca" / f"{stage}.json").write_text(text)
