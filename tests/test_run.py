@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from senca.io.artifacts import read_table
-from senca.pipeline import RunOptions, embed_call, run_samplesheet
+from senca.pipeline import RunOptions, cluster_call, embed_call, run_samplesheet
 from senca.synthetic import make_synthetic_slide, write_samplesheet
 
 from helpers import run_cli
@@ -122,6 +122,9 @@ def test_input_px_reaches_embed_patches(cohort, tmp_path):
     assert "--input-px" not in embed_call("planted", out / "planted", RunOptions()).args  # default: automatic
     explicit = embed_call("planted", out / "planted", RunOptions(paper=True, input_px=96)).args
     assert explicit.count("--input-px") == 1 and explicit[explicit.index("--input-px") + 1] == "96"  # beats --paper's 224
+    weighted = cluster_call("planted", out / "planted", RunOptions(paper=True, view_weight=2.0)).args
+    assert weighted.count("--view-weight") == 1 and weighted[weighted.index("--view-weight") + 1] == "2.0"  # beats 0
+    assert "--method" in weighted  # the rest of the preset still applies
 
 
 def test_input_px_below_the_encoders_minimum_is_refused_up_front(cohort, tmp_path):
@@ -146,7 +149,7 @@ def test_paper_preset_passes_the_papers_settings_to_every_stage(tmp_path):
     """`senca run --paper`: each stage gets the paper's value, through options that stage really has."""
     from senca.cli import main
     from senca.io.samplesheet import SlideSpec
-    from senca.pipeline import PAPER_ARGS, RunOptions, cluster_call, embed_call, preprocess_call, train_call
+    from senca.pipeline import PAPER_ARGS, preprocess_call, train_call
 
     spec = SlideSpec("s", tmp_path / "counts.tsv", positions=tmp_path / "pos.tsv")
     paper, default = RunOptions(paper=True), RunOptions()

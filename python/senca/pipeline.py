@@ -116,6 +116,23 @@ def _flag(name: str, value: Any) -> list[str]:
     return [] if value is None or value == "" else [name, str(value)]
 
 
+def _with_paper(stage: str, args: list[str], opts: RunOptions) -> list[str]:
+    """``args`` followed, under ``--paper``, by the paper's options for ``stage`` that ``args`` does not set.
+
+    An option the run sets explicitly (``--input-px 96``, ``--view-weight 2``) wins over the preset: the stage
+    gets it once, never followed by the paper's value, which click would take as the last word.
+    """
+    if not opts.paper:
+        return args
+    tokens, paper = list(PAPER_ARGS[stage]), []
+    while tokens:
+        name = tokens.pop(0)
+        value = [tokens.pop(0)] if tokens and not tokens[0].startswith("--") else []  # a switch has no value
+        if name not in args:
+            paper += [name, *value]
+    return [*args, *paper]
+
+
 def preprocess_call(spec: SlideSpec, slide_dir: Path, opts: RunOptions) -> StageCall:
     s = spec.sample
     spec = with_image_choice(spec, opts.image_choice)
@@ -123,8 +140,8 @@ def preprocess_call(spec: SlideSpec, slide_dir: Path, opts: RunOptions) -> Stage
     args = ["--sample", s, "--data", str(spec.data), *_flag("--image", spec.image), *choice,
             *_flag("--positions", spec.positions),
             *_flag("--labels", spec.labels), *_flag("--n-clusters", spec.n_clusters), *_flag("--k", opts.k),
-            *_flag("--n-hvg", opts.n_hvg), *(["--normalised"] if opts.normalised else []),
-            *(PAPER_ARGS["preprocess"] if opts.paper else ())]
+            *_flag("--n-hvg", opts.n_hvg), *(["--normalised"] if opts.normalised else [])]
+    args = _with_paper("preprocess", args, opts)
     inputs = [p for p in (spec.data, spec.image, spec.positions, spec.labels) if p is not None]
     outputs = [slide_dir / f"{s}.{kind}.parquet" for kind in ("spots", "expr", "graph")] + [slide_dir / f"{s}.h5ad"]
     return StageCall("preprocess", args, inputs, outputs)
@@ -132,9 +149,8 @@ def preprocess_call(spec: SlideSpec, slide_dir: Path, opts: RunOptions) -> Stage
 
 def embed_call(s: str, slide_dir: Path, opts: RunOptions) -> StageCall:
     spots = slide_dir / f"{s}.spots.parquet"
-    paper = PAPER_ARGS["embed-patches"] if opts.paper and opts.input_px is None else ()  # an explicit --input-px wins
-    args = ["--spots", str(spots), "--encoder", opts.encoder, *_flag("--weights", opts.weights),
-            *_flag("--input-px", opts.input_px), *paper, "--device", opts.device]
+    args = _with_paper("embed-patches", ["--spots", str(spots), "--encoder", opts.encoder, *_flag("--weights", opts.weights),
+                                         *_flag("--input-px", opts.input_px), "--device", opts.device], opts)
     return StageCall("embed-patches", args, [spots], [slide_dir / f"{s}.patches.parquet", slide_dir / f"{s}.patches_qc.png"])
 
 
@@ -146,16 +162,16 @@ def train_call(s: str, slide_dir: Path, opts: RunOptions, with_image: bool) -> S
         patches = slide_dir / f"{s}.patches.parquet"
         args += ["--patches", str(patches)]
         inputs.append(patches)
-    args += [*_flag("--epochs", opts.epochs), "--seed", str(opts.seed), "--device", opts.device,
-             *(PAPER_ARGS["train-senca"] if opts.paper else ()), *opts.train_args]
+    args += [*_flag("--epochs", opts.epochs), "--seed", str(opts.seed), "--device", opts.device]
+    args = [*_with_paper("train-senca", args, opts), *opts.train_args]
     outputs = [slide_dir / f"{s}.model.pt", slide_dir / f"{s}.embeddings.parquet", slide_dir / f"{s}.train_log.parquet"]
     return StageCall("train-senca", args, inputs, outputs)
 
 
 def cluster_call(s: str, slide_dir: Path, opts: RunOptions) -> StageCall:
     embeddings, spots, h5ad = slide_dir / f"{s}.embeddings.parquet", slide_dir / f"{s}.spots.parquet", slide_dir / f"{s}.h5ad"
-    args = ["--embeddings", str(embeddings), "--spots", str(spots), "--h5ad", str(h5ad), "--seed", str(opts.seed),
-            *_flag("--view-weight", opts.view_weight), *(PAPER_ARGS["cluster"] if opts.paper else ())]
+    args = _with_paper("cluster", ["--embeddings", str(embeddings), "--spots", str(spots), "--h5ad", str(h5ad),
+                                   "--seed", str(opts.seed), *_flag("--view-weight", opts.view_weight)], opts)
     outputs = [slide_dir / f"{s}.{name}" for name in
                ("clusters.parquet", "dendrogram.png", "clusters.png", "umap.png", "senca.h5ad")]
     return StageCall("cluster", args, [embeddings, spots, h5ad], outputs)

@@ -40,7 +40,8 @@ from senca.pipeline import SUMMARY_RESULT, RunOptions, check_train_args, run_sam
                    "[default: 2 for Visium, 0 (S alone, the paper) for legacy ST].")
 @click.option("--paper", is_flag=True,
               help="The paper's literal settings on every platform: seurat HVGs, no gene scaling, D reconstructs "
-                   "[R, H], patches at the encoder's 224 px, Ward clusters of S alone (docs/method.md lists each departure and its numbers).")
+                   "[R, H], patches at the encoder's 224 px, Ward clusters of S alone; an option given explicitly wins "
+                   "(docs/method.md lists each departure and its numbers).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Skip stages whose outputs are complete for the same inputs.")
 @device_option
 @seed_option
