@@ -354,3 +354,25 @@ def test_view_weight_without_view_is_a_one_line_error(slide, tmp_path):
     assert "view_* columns" in result.stderr and not (tmp_path / "out" / "syn.clusters.parquet").exists()
     result = run_cli(*cluster_args(slide, tmp_path / "out", "--view-weight", "-1"), expect=None)
     assert result.exit_code == 2 and "-1" in result.stderr
+
+
+def test_gmm_inits_reach_the_mixture(view_slide, tmp_path):
+    """--gmm-inits sets the mixture's starts (recorded); with Ward it changes nothing and says so; 0 is refused."""
+    out = tmp_path / "many"
+    run_cli(*cluster_args(view_slide, out, "--view-weight", "2", "--method", "gmm", "--gmm-inits", "7"))
+    table, meta = read_table(out / "syn.clusters.parquet", "clusters")
+    assert meta["gmm"]["n_init"] == 7 and meta["params"]["gmm_inits"] == 7
+    assert adjusted_rand_score(view_slide["truth"], table["cluster"]) > 0.9
+    _, default = read_table(cluster_slide_outputs(view_slide, tmp_path / "default"), "clusters")
+    assert default["gmm"]["n_init"] == 50 and default["params"]["gmm_inits"] is None
+    ward = run_cli(*cluster_args(view_slide, tmp_path / "ward", "--method", "ward", "--gmm-inits", "7"))
+    assert "--gmm-inits 7 has no effect" in ward.stderr
+    assert read_table(tmp_path / "ward" / "syn.clusters.parquet", "clusters")[1]["gmm"] is None
+    result = run_cli(*cluster_args(view_slide, tmp_path / "zero", "--method", "gmm", "--gmm-inits", "0"), expect=None)
+    assert result.exit_code == 2 and "--gmm-inits" in result.stderr
+    assert not (tmp_path / "zero" / "syn.clusters.parquet").exists()
+
+
+def cluster_slide_outputs(view_slide, out: Path) -> Path:
+    run_cli(*cluster_args(view_slide, out, "--view-weight", "2", "--method", "gmm"))
+    return out / "syn.clusters.parquet"

@@ -61,7 +61,7 @@ GPU_PROCESSES = {"EMBED_PATCHES", "TRAIN_SENCA"}
 # Params that switch every optional flag on, so no ext.args branch goes unchecked.
 EVERYTHING_ON = {"k": 6, "weights": "random", "patch_px": 96, "input_px": 64, "combine": "sum", "no_cross_attention": True,
                  "no_hierarchical": True, "device": "cpu", "image_choice": "lowres", "normalised": True,
-                 "cluster_method": "gmm", "view_weight": 2}
+                 "cluster_method": "gmm", "view_weight": 2, "gmm_inits": 200}
 PARAM_SETS = {
     "defaults": lambda: read_params(REPO / "nextflow.config"),
     "test": lambda: read_params(REPO / "nextflow.config", REPO / "conf" / "test.config"),
@@ -254,9 +254,10 @@ def test_params_reach_the_commands() -> None:
     assert "--k 6" in preprocess
     assert "--image-choice lowres" in preprocess and "--normalised" in preprocess
     cluster, _ = rendered(procs["CLUSTER"], PARAM_SETS["everything-on"](), full=True)
-    assert "--method gmm" in cluster and "--view-weight 2" in cluster
+    assert "--method gmm" in cluster and "--view-weight 2" in cluster and "--gmm-inits 200" in cluster
     plain, _ = rendered(procs["CLUSTER"], test, full=True)
     assert "--method" not in plain and "--view-weight" not in plain  # unset: senca's platform defaults
+    assert "--gmm-inits" not in plain
 
 
 def test_view_weight_zero_reaches_cluster() -> None:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from senca.clustering import CLUSTER_METHODS, beside_view, tied_gmm
+from senca.clustering import CLUSTER_METHODS, GMM_INITS, beside_view, tied_gmm
 from senca.errors import SencaError
 from senca.evaluate import n_distinct_labels, score_clusters, valid_label_mask
 from senca.graph import median_spot_pitch
@@ -468,7 +468,7 @@ def resolve_view_weight(option: float | None, spots_meta: dict[str, Any], has_vi
 
 def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n_clusters: int | None = None,
                   image: str | Path | None = None, seed: int = 0, method: str | None = None,
-                  view_weight: float | None = None) -> ClusterResult:
+                  view_weight: float | None = None, gmm_inits: int | None = None) -> ClusterResult:
     """Cluster one slide's S (tied GMM or Ward); build clusters table, figures and the final AnnData.
 
     The Ward tree and its dendrogram are built either way (the paper's agglomerative view of S); with
@@ -529,9 +529,14 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
         log.info("n_clusters chosen automatically: k=%d (largest silhouette of %s over k=%d..%d: %s)", k, what,
                  min(auto_scores), max(auto_scores), ", ".join(f"{kk}:{v:.3f}" for kk, v in auto_scores.items()))
     method = resolve_method(method, spots_meta)
+    if gmm_inits is not None and gmm_inits < 1:
+        raise SencaError(f"--gmm-inits must be >= 1, got {gmm_inits}")
+    if gmm_inits is not None and method != "gmm":
+        log.warning("%s: --gmm-inits %d has no effect: the flat clusters are Ward's cut (--method gmm uses it)",
+                    sample, gmm_inits)
     mixture = None
     if method == "gmm":
-        mixture = tied_gmm(X, k, seed=seed)
+        mixture = tied_gmm(X, k, seed=seed, n_init=gmm_inits or GMM_INITS)
         assignment = mixture.labels
     else:
         assignment = cut_tree(tree, k)
@@ -580,6 +585,7 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
     provenance = Provenance(
         "clusters", sample, "cluster",
         params={"n_clusters": n_clusters, "image": image, "seed": seed, "method": method, "view_weight": view_weight,
+                "gmm_inits": gmm_inits,
                 "exact_ward_max_spots": EXACT_WARD_MAX_SPOTS, "umap_neighbors": UMAP_NEIGHBORS,
                 "micro_clusters": tree.n_micro},
         inputs={"embeddings": file_checksum(embeddings), "spots": file_checksum(spots), "h5ad": file_checksum(h5ad)},

@@ -60,6 +60,7 @@ class RunOptions:
     tag_logs: bool = False  # prefix log lines with the slide (set for --jobs > 1 workers)
     paper: bool = False  # --paper: the paper's literal settings on every platform (PAPER_ARGS)
     view_weight: float | None = None  # --view-weight for the cluster stage (None: its platform default)
+    gmm_inits: int | None = None  # --gmm-inits for the cluster stage (None: its default, 50)
 
 
 # `senca run --paper`: the paper's own choices where senca's platform defaults depart (docs/method.md)
@@ -171,7 +172,8 @@ def train_call(s: str, slide_dir: Path, opts: RunOptions, with_image: bool) -> S
 def cluster_call(s: str, slide_dir: Path, opts: RunOptions) -> StageCall:
     embeddings, spots, h5ad = slide_dir / f"{s}.embeddings.parquet", slide_dir / f"{s}.spots.parquet", slide_dir / f"{s}.h5ad"
     args = _with_paper("cluster", ["--embeddings", str(embeddings), "--spots", str(spots), "--h5ad", str(h5ad),
-                                   "--seed", str(opts.seed), *_flag("--view-weight", opts.view_weight)], opts)
+                                   "--seed", str(opts.seed), *_flag("--view-weight", opts.view_weight),
+                                   *_flag("--gmm-inits", opts.gmm_inits)], opts)
     outputs = [slide_dir / f"{s}.{name}" for name in
                ("clusters.parquet", "dendrogram.png", "clusters.png", "umap.png", "senca.h5ad")]
     return StageCall("cluster", args, [embeddings, spots, h5ad], outputs)

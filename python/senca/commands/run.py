@@ -38,6 +38,9 @@ from senca.pipeline import SUMMARY_RESULT, RunOptions, check_train_args, run_sam
 @click.option("--view-weight", type=click.FloatRange(min=0), default=None,
               help="Cluster [S, W x substitute view] instead of S alone (senca cluster --view-weight) "
                    "[default: 2 for Visium, 0 (S alone, the paper) for legacy ST].")
+@click.option("--gmm-inits", type=click.IntRange(min=1), default=None,
+              help="Starts of the tied Gaussian mixture (senca cluster --gmm-inits): more find likelier fits, at "
+                   "more time [default: 50].")
 @click.option("--paper", is_flag=True,
               help="The paper's literal settings on every platform: seurat HVGs, no gene scaling, D reconstructs "
                    "[R, H], patches at the encoder's 224 px, Ward clusters of S alone; an option given explicitly wins "
@@ -48,7 +51,7 @@ from senca.pipeline import SUMMARY_RESULT, RunOptions, check_train_args, run_sam
 @quiet_option
 @user_errors
 def run(samplesheet, outdir, jobs, encoder, weights, input_px, epochs, k, n_hvg, train_args, image_choice, normalised,
-        view_weight, paper, resume, device, seed, quiet):
+        view_weight, gmm_inits, paper, resume, device, seed, quiet):
     """Run every stage for every slide of SAMPLESHEET on this machine.
 
     Same commands and output layout as the Nextflow pipeline; failed slides are reported and the
@@ -62,7 +65,8 @@ def run(samplesheet, outdir, jobs, encoder, weights, input_px, epochs, k, n_hvg,
     check_train_args(extra)
     opts = RunOptions(encoder=encoder, weights=weights, input_px=input_px, epochs=epochs, device=device, seed=seed, k=k,
                       n_hvg=n_hvg, resume=resume, quiet=quiet, train_args=extra, image_choice=image_choice,
-                      normalised=normalised, paper=paper, view_weight=view_weight)
+                      normalised=normalised, paper=paper, view_weight=view_weight,
+                      gmm_inits=gmm_inits)
     results = run_samplesheet(samplesheet, outdir, opts, jobs)
     slides = [r for r in results if r.sample != SUMMARY_RESULT]
     for r in slides:  # the reason of a failure is in the one Error line below, not repeated here
