@@ -363,7 +363,8 @@ def test_gmm_inits_reach_the_mixture(view_slide, tmp_path):
     table, meta = read_table(out / "syn.clusters.parquet", "clusters")
     assert meta["gmm"]["n_init"] == 7 and meta["params"]["gmm_inits"] == 7
     assert adjusted_rand_score(view_slide["truth"], table["cluster"]) > 0.9
-    _, default = read_table(cluster_slide_outputs(view_slide, tmp_path / "default"), "clusters")
+    run_cli(*cluster_args(view_slide, tmp_path / "default", "--view-weight", "2", "--method", "gmm"))
+    _, default = read_table(tmp_path / "default" / "syn.clusters.parquet", "clusters")
     assert default["gmm"]["n_init"] == 50 and default["params"]["gmm_inits"] is None
     ward = run_cli(*cluster_args(view_slide, tmp_path / "ward", "--method", "ward", "--gmm-inits", "7"))
     assert "--gmm-inits 7 has no effect" in ward.stderr
@@ -371,8 +372,3 @@ def test_gmm_inits_reach_the_mixture(view_slide, tmp_path):
     result = run_cli(*cluster_args(view_slide, tmp_path / "zero", "--method", "gmm", "--gmm-inits", "0"), expect=None)
     assert result.exit_code == 2 and "--gmm-inits" in result.stderr
     assert not (tmp_path / "zero" / "syn.clusters.parquet").exists()
-
-
-def cluster_slide_outputs(view_slide, out: Path) -> Path:
-    run_cli(*cluster_args(view_slide, out, "--view-weight", "2", "--method", "gmm"))
-    return out / "syn.clusters.parquet"

@@ -481,6 +481,8 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
     """
     from senca import plots
 
+    if gmm_inits is not None and gmm_inits < 1:  # before any file is read or tree built
+        raise SencaError(f"--gmm-inits must be >= 1, got {gmm_inits}")
     embeddings, spots, h5ad = Path(embeddings), Path(spots), Path(h5ad)
     spots_df, spots_meta = read_table(spots, "spots")
     emb_df, emb_meta = read_table(embeddings, "embeddings")
@@ -529,8 +531,6 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
         log.info("n_clusters chosen automatically: k=%d (largest silhouette of %s over k=%d..%d: %s)", k, what,
                  min(auto_scores), max(auto_scores), ", ".join(f"{kk}:{v:.3f}" for kk, v in auto_scores.items()))
     method = resolve_method(method, spots_meta)
-    if gmm_inits is not None and gmm_inits < 1:
-        raise SencaError(f"--gmm-inits must be >= 1, got {gmm_inits}")
     if gmm_inits is not None and method != "gmm":
         log.warning("%s: --gmm-inits %d has no effect: the flat clusters are Ward's cut (--method gmm uses it)",
                     sample, gmm_inits)
