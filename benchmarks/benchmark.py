@@ -384,9 +384,9 @@ class Peer:
     seeded: bool  # False: deterministic, computed once per slide
 
 
-# the floor is fitted once per slide (GMM seed 0, FLOOR_GMM_INITS): on log1p it is deterministic to 3 decimals
-# across GMM seeds (method.md, round 7); on Visium's Pearson residuals seed 2 stops in a lower-likelihood basin
-# on 151673 (0.596 vs 0.643 at seeds 0-1; round 12), so the row is seed 0's, the higher likelihood
+# the floor is fitted once per slide (GMM seed 0, FLOOR_GMM_INITS): with the batched search (senca.gmm_search)
+# its ARI is the same to 3 decimals over GMM seeds 0-4 on both DLPFC slides (method.md, round 25; with
+# scikit-learn's sequential starts seed 2 had stopped in a lower-likelihood basin on 151673, round 12)
 PEERS = [Peer("PCA+Ward", pca_ward, seeded=False), Peer("smoothed PCA + GMM", smoothed_pca_gmm, seeded=False),
          Peer("SENCA-st untrained", senca_untrained, seeded=True)]
 

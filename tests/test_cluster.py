@@ -365,7 +365,7 @@ def test_gmm_inits_reach_the_mixture(view_slide, tmp_path):
     assert adjusted_rand_score(view_slide["truth"], table["cluster"]) > 0.9
     run_cli(*cluster_args(view_slide, tmp_path / "default", "--view-weight", "2", "--method", "gmm"))
     _, default = read_table(tmp_path / "default" / "syn.clusters.parquet", "clusters")
-    assert default["gmm"]["n_init"] == 50 and default["params"]["gmm_inits"] is None
+    assert default["gmm"]["n_init"] == 400 and default["params"]["gmm_inits"] is None
     ward = run_cli(*cluster_args(view_slide, tmp_path / "ward", "--method", "ward", "--gmm-inits", "7"))
     assert "--gmm-inits 7 has no effect" in ward.stderr
     assert read_table(tmp_path / "ward" / "syn.clusters.parquet", "clusters")[1]["gmm"] is None

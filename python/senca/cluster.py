@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from senca.clustering import CLUSTER_METHODS, GMM_INITS, beside_view, tied_gmm
+from senca.clustering import CLUSTER_METHODS, beside_view, tied_gmm
 from senca.errors import SencaError
 from senca.evaluate import n_distinct_labels, score_clusters, valid_label_mask
 from senca.graph import median_spot_pitch
@@ -536,7 +536,7 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
                     sample, gmm_inits)
     mixture = None
     if method == "gmm":
-        mixture = tied_gmm(X, k, seed=seed, n_init=gmm_inits or GMM_INITS)
+        mixture = tied_gmm(X, k, seed=seed, n_init=gmm_inits)
         assignment = mixture.labels
     else:
         assignment = cut_tree(tree, k)

@@ -60,7 +60,7 @@ class RunOptions:
     tag_logs: bool = False  # prefix log lines with the slide (set for --jobs > 1 workers)
     paper: bool = False  # --paper: the paper's literal settings on every platform (PAPER_ARGS)
     view_weight: float | None = None  # --view-weight for the cluster stage (None: its platform default)
-    gmm_inits: int | None = None  # --gmm-inits for the cluster stage (None: its default, 50)
+    gmm_inits: int | None = None  # --gmm-inits for the cluster stage (None: its default, senca.clustering.default_gmm_inits)
 
 
 # `senca run --paper`: the paper's own choices where senca's platform defaults depart (docs/method.md)

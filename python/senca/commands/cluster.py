@@ -29,9 +29,9 @@ from senca.plots import ensure_scanpy_image_key
                    "expression's smoothed PCA that train-senca writes beside S) instead of S alone; 0: S alone "
                    "(the paper) [default: 2 for Visium, 0 for legacy ST; docs/method.md].")
 @click.option("--gmm-inits", type=click.IntRange(min=1), default=None,
-              help="Starts of the tied Gaussian mixture (--method gmm); the most likely fit wins. More starts find "
-                   "likelier fits: on DLPFC 400 gave +0.011 +- 0.009 expected ARI over the default's 50 at 8x the "
-                   "mixture's time (docs/method.md, round 23) [default: 50].")
+              help="Starts of the tied Gaussian mixture (--method gmm), searched at once; the most likely fit wins. "
+                   "More starts find likelier fits (docs/method.md, round 25) [default: 400 up to 5,000 spots, "
+                   "2,000,000 / spots above, at least 50].")
 @seed_option
 @outdir_option
 @quiet_option

@@ -40,7 +40,7 @@ from senca.pipeline import SUMMARY_RESULT, RunOptions, check_train_args, run_sam
                    "[default: 2 for Visium, 0 (S alone, the paper) for legacy ST].")
 @click.option("--gmm-inits", type=click.IntRange(min=1), default=None,
               help="Starts of the tied Gaussian mixture (senca cluster --gmm-inits): more find likelier fits, at "
-                   "more time [default: 50].")
+                   "more time [default: 400 up to 5,000 spots, fewer above, at least 50].")
 @click.option("--paper", is_flag=True,
               help="The paper's literal settings on every platform: seurat HVGs, no gene scaling, D reconstructs "
                    "[R, H], patches at the encoder's 224 px, Ward clusters of S alone; an option given explicitly wins "
