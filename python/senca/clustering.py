@@ -16,7 +16,7 @@ import numpy as np
 CLUSTER_METHODS = ("gmm", "ward")
 GMM_PCS = 20  # principal components of S the mixture is fitted on (GraphST's mclust input: PCA 20)
 # Starts of the mixture (k-means-started; the most likely wins). More starts find likelier fits and, on DLPFC,
-# better layers (400 against 50: +0.013 expected ARI, round 25 of docs/method.md); the batched search makes 400
+# better layers (400 against 50: +0.010 +- 0.007 expected ARI, 10 seeds, round 25 of docs/method.md); the batched search makes 400
 # cost what scikit-learn's 50 did. The work grows with spots x starts, so big slides get fewer, never under 50.
 GMM_INITS = 400
 GMM_MIN_INITS = 50
@@ -61,9 +61,9 @@ def default_gmm_inits(n_spots: int) -> int:
 def tied_gmm(S: np.ndarray, k: int, seed: int = 0, n_init: int | None = None, n_pcs: int = GMM_PCS) -> MixtureFit:
     """Fit a tied-covariance Gaussian mixture with ``k`` components to PCA(``n_pcs``) of S.
 
-    ``n_init`` (default: ``default_gmm_inits``) k-means-started fits drawn from ``seed`` are searched at once (senca.gmm_search, the same
-    EM as scikit-learn's, ~6x less time a start) and the most likely (label-free) is finished by
-    scikit-learn's ``GaussianMixture`` from its parameters: labels, likelihood, BIC and the converged flag
+    ``n_init`` (default: ``default_gmm_inits``) k-means-started fits drawn from ``seed`` are searched at
+    once (senca.gmm_search: scikit-learn's EM step for step, ~5x less time a start on a Visium slide) and
+    the most likely (label-free) is finished by scikit-learn's ``GaussianMixture`` from its parameters: labels, likelihood, BIC and the converged flag
     are scikit-learn's. Components are renumbered by decreasing size, so equal partitions give equal
     label vectors.
     """
@@ -76,8 +76,9 @@ def tied_gmm(S: np.ndarray, k: int, seed: int = 0, n_init: int | None = None, n_
         raise ValueError(f"k = {k} components for {len(S)} spots")
     X = principal_components(S, n_pcs, seed).astype(np.float64)
     n_init = n_init or default_gmm_inits(len(X))
-    # one BLAS/OpenMP thread: the EM steps on (spots x 20) are too small for threads to pay (on 2 cores
-    # scikit-learn's 50 inits took 14.7 s threaded and 3.2 s on one; docs/scaling.md)
+    # one BLAS/OpenMP thread: scikit-learn's steps on (spots x 20) were too small for threads to pay (14.7 s
+    # threaded, 3.2 s on one); the batched search gains little from two (2.4 vs 2.9 s on DLPFC) and one
+    # thread keeps the sums, so the labels, independent of the machine's thread count (docs/scaling.md)
     with threadpool_limits(limits=GMM_THREADS):
         best = search_tied_starts(X, k, n_init, seed, reg_covar=GMM_REG_COVAR, max_iter=GMM_MAX_ITER).best
         model = GaussianMixture(n_components=k, covariance_type="tied", max_iter=GMM_MAX_ITER,
