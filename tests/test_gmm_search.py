@@ -9,7 +9,7 @@ from sklearn.mixture import GaussianMixture
 
 from senca import gmm_search
 from senca.clustering import default_gmm_inits, tied_gmm
-from senca.gmm_search import e_step, kmeans_plus_plus, lloyd, m_step, search_tied_starts, tied_em
+from senca.gmm_search import e_step, kmeans_plus_plus, lloyd, m_step, one_hot, search_tied_starts, tied_em
 
 
 def layered(seed: int = 0, n: int = 800, k: int = 5, d: int = 6) -> np.ndarray:
@@ -19,10 +19,6 @@ def layered(seed: int = 0, n: int = 800, k: int = 5, d: int = 6) -> np.ndarray:
     X[:, 1] *= 3.0
     X[:, 0] += rng.integers(0, k, size=n) * 2.5
     return X
-
-
-def one_hot(labels: np.ndarray, k: int) -> np.ndarray:
-    return (labels[:, None, :] == np.arange(k)[None, :, None]).astype(np.float64)
 
 
 def test_em_from_a_start_is_scikit_learns_em_from_it():

@@ -63,9 +63,9 @@ def tied_gmm(S: np.ndarray, k: int, seed: int = 0, n_init: int | None = None, n_
 
     ``n_init`` (default: ``default_gmm_inits``) k-means-started fits drawn from ``seed`` are searched at
     once (senca.gmm_search: scikit-learn's EM step for step, ~5x less time a start on a Visium slide) and
-    the most likely (label-free) is finished by scikit-learn's ``GaussianMixture`` from its parameters: labels, likelihood, BIC and the converged flag
-    are scikit-learn's. Components are renumbered by decreasing size, so equal partitions give equal
-    label vectors.
+    the most likely (label-free) is finished by scikit-learn's ``GaussianMixture`` from its parameters:
+    labels, likelihood, BIC and the converged flag are scikit-learn's. Components are renumbered by
+    decreasing size, so equal partitions give equal label vectors.
     """
     from sklearn.mixture import GaussianMixture
     from threadpoolctl import threadpool_limits
@@ -75,7 +75,8 @@ def tied_gmm(S: np.ndarray, k: int, seed: int = 0, n_init: int | None = None, n_
     if k < 1 or k > len(S):
         raise ValueError(f"k = {k} components for {len(S)} spots")
     X = principal_components(S, n_pcs, seed).astype(np.float64)
-    n_init = n_init or default_gmm_inits(len(X))
+    if n_init is None:
+        n_init = default_gmm_inits(len(X))
     # one BLAS/OpenMP thread: scikit-learn's steps on (spots x 20) were too small for threads to pay (14.7 s
     # threaded, 3.2 s on one); the batched search gains little from two (2.4 vs 2.9 s on DLPFC) and one
     # thread keeps the sums, so the labels, independent of the machine's thread count (docs/scaling.md)

@@ -5,7 +5,7 @@ of single starts reach it; docs/method.md, round 23), so the label-free choice i
 starts. scikit-learn fits starts one after another, and on a slide's (spots x 20) matrix each EM step is
 mostly Python and numpy call overhead (~5 ms a step, ~0.06 s a start on DLPFC). Here a chunk of starts
 runs as stacked arrays: k-means++ seeding and Lloyd steps (scikit-learn's ``init_params="kmeans"``), then
-tied EM with scikit-learn's stopping rule, ~10x less time a start. The most likely start is then
+tied EM with scikit-learn's stopping rule, ~5x less time a start on a Visium slide. The most likely start is then
 finished by scikit-learn's own ``GaussianMixture`` (its EM from those parameters, its labels, likelihood
 and BIC), so what is reported is scikit-learn's model; only the search for its start is ours.
 
@@ -83,13 +83,12 @@ def lloyd(X: np.ndarray, centres: np.ndarray, tol: float) -> np.ndarray:
     (starts, k, spots): reductions over k then run along contiguous rows of spots.
     """
     n_starts, k, _ = centres.shape
-    components = np.arange(k)[None, :, None]
     labels = np.full((n_starts, len(X)), -1)
     active = np.arange(n_starts)
     for _ in range(KMEANS_MAX_ITER):
         C = centres[active]
         new = _nearest(X, C)
-        onehot = (new[:, None, :] == components).astype(np.float64)                # (b, k, N)
+        onehot = one_hot(new, k)                                                     # (b, k, N)
         counts = onehot.sum(axis=2)
         moved = np.where(counts[:, :, None] > 0, _rows_times(onehot, X) / np.maximum(counts, 1)[:, :, None], C)
         shift = ((moved - C) ** 2).sum(axis=(1, 2))
@@ -100,6 +99,11 @@ def lloyd(X: np.ndarray, centres: np.ndarray, tol: float) -> np.ndarray:
         if not len(active):
             break
     return _nearest(X, centres)  # the final labels are those of the final centres (scikit-learn's last E step)
+
+
+def one_hot(labels: np.ndarray, k: int) -> np.ndarray:
+    """(B, k, N) float64 indicator of (B, N) labels: hard responsibilities, the layout of the search's arrays."""
+    return (labels[:, None, :] == np.arange(k)[None, :, None]).astype(np.float64)
 
 
 def _rows_times(stacked: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -173,9 +177,7 @@ def tied_em(X: np.ndarray, scatter: np.ndarray, labels: np.ndarray, k: int, reg_
     the last scores and the converged flags.
     """
     n_starts = len(labels)
-    resp = (labels[:, None, :] == np.arange(k)[None, :, None]).astype(np.float64)
-    params = m_step(X, scatter, resp, reg_covar)
-    del resp
+    params = m_step(X, scatter, one_hot(labels, k), reg_covar)
     score = np.full(n_starts, -np.inf)
     converged = np.zeros(n_starts, dtype=bool)
     active = np.arange(n_starts)
