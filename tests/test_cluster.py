@@ -372,3 +372,28 @@ def test_gmm_inits_reach_the_mixture(view_slide, tmp_path):
     result = run_cli(*cluster_args(view_slide, tmp_path / "zero", "--method", "gmm", "--gmm-inits", "0"), expect=None)
     assert result.exit_code == 2 and "--gmm-inits" in result.stderr
     assert not (tmp_path / "zero" / "syn.clusters.parquet").exists()
+
+
+def test_knn_prior_after_the_mixture(view_slide, slide, tmp_path):
+    """Visium's default refits the mixture's labels with the kNN prior (beta 16 over 30 neighbours, recorded with the
+    spots it moved); --knn-prior 0 gives the mixture's own labels, legacy ST's default; Ward says it ignores it."""
+    from senca.cluster import cluster_slide
+
+    visium = rewrite_spots(slide["spots"], tmp_path / "visium" / "syn.spots.parquet", defaults_platform="visium")
+    st = rewrite_spots(slide["spots"], tmp_path / "st" / "syn.spots.parquet", defaults_platform="st")
+    default = cluster_slide(view_slide["embeddings"], visium, slide["h5ad"])
+    prior = default.provenance.extra["gmm"]["knn_prior"]
+    assert prior["beta"] == 16.0 and prior["source"] == "platform default"
+    assert prior["neighbours"] == 30 and prior["iterations"] == 10 and prior["spots_moved"] >= 0
+    assert adjusted_rand_score(view_slide["truth"], default.clusters["cluster"]) > 0.9
+    off = cluster_slide(view_slide["embeddings"], visium, slide["h5ad"], knn_prior=0.0)
+    legacy = cluster_slide(view_slide["embeddings"], st, slide["h5ad"], method="gmm", view_weight=2.0)
+    assert off.provenance.extra["gmm"]["knn_prior"] == {"beta": 0.0, "source": "option", "neighbours": 0,
+                                                        "iterations": 0, "spots_moved": 0}
+    assert legacy.provenance.extra["gmm"]["knn_prior"]["source"] == "platform default"
+    assert np.array_equal(off.clusters["cluster"], legacy.clusters["cluster"])  # the mixture's own labels
+    ward = run_cli(*cluster_args(view_slide, tmp_path / "ward", "--method", "ward", "--knn-prior", "4"))
+    assert "--knn-prior 4 has no effect" in ward.stderr
+    result = run_cli(*cluster_args(view_slide, tmp_path / "bad", "--method", "gmm", "--knn-prior", "-1"), expect=None)
+    assert result.exit_code == 2 and "--knn-prior" in result.stderr
+    assert not (tmp_path / "bad" / "syn.clusters.parquet").exists()

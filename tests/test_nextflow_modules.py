@@ -61,7 +61,7 @@ GPU_PROCESSES = {"EMBED_PATCHES", "TRAIN_SENCA"}
 # Params that switch every optional flag on, so no ext.args branch goes unchecked.
 EVERYTHING_ON = {"k": 6, "weights": "random", "patch_px": 96, "input_px": 64, "combine": "sum", "no_cross_attention": True,
                  "no_hierarchical": True, "device": "cpu", "image_choice": "lowres", "normalised": True,
-                 "cluster_method": "gmm", "view_weight": 2, "gmm_inits": 200}
+                 "cluster_method": "gmm", "view_weight": 2, "gmm_inits": 200, "knn_prior": 8}
 PARAM_SETS = {
     "defaults": lambda: read_params(REPO / "nextflow.config"),
     "test": lambda: read_params(REPO / "nextflow.config", REPO / "conf" / "test.config"),
@@ -255,15 +255,18 @@ def test_params_reach_the_commands() -> None:
     assert "--image-choice lowres" in preprocess and "--normalised" in preprocess
     cluster, _ = rendered(procs["CLUSTER"], PARAM_SETS["everything-on"](), full=True)
     assert "--method gmm" in cluster and "--view-weight 2" in cluster and "--gmm-inits 200" in cluster
+    assert "--knn-prior 8" in cluster
     plain, _ = rendered(procs["CLUSTER"], test, full=True)
     assert "--method" not in plain and "--view-weight" not in plain  # unset: senca's platform defaults
-    assert "--gmm-inits" not in plain
+    assert "--gmm-inits" not in plain and "--knn-prior" not in plain
 
 
 def test_view_weight_zero_reaches_cluster() -> None:
     """--view_weight 0 (S alone, the paper) is a value, not Groovy-false: it must reach the command."""
     cluster, _ = rendered(processes()["CLUSTER"], read_params(REPO / "nextflow.config") | {"view_weight": 0}, full=True)
     assert "--view-weight 0" in cluster
+    plain_mixture, _ = rendered(processes()["CLUSTER"], read_params(REPO / "nextflow.config") | {"knn_prior": 0}, full=True)
+    assert "--knn-prior 0" in plain_mixture  # the same for --knn_prior 0 (the mixture's own labels)
 
 
 @pytest.mark.parametrize("choice", ["hires", "lowres", "none"])

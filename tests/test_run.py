@@ -125,9 +125,12 @@ def test_input_px_reaches_embed_patches(cohort, tmp_path):
     weighted = cluster_call("planted", out / "planted", RunOptions(paper=True, view_weight=2.0)).args
     assert weighted.count("--view-weight") == 1 and weighted[weighted.index("--view-weight") + 1] == "2.0"  # beats 0
     assert "--method" in weighted  # the rest of the preset still applies
-    assert "--gmm-inits" not in cluster_call("planted", out / "planted", RunOptions()).args  # default: cluster's 50
+    assert "--gmm-inits" not in cluster_call("planted", out / "planted", RunOptions()).args  # default: cluster's own
     starts = cluster_call("planted", out / "planted", RunOptions(gmm_inits=200)).args
     assert starts[starts.index("--gmm-inits") + 1] == "200"
+    assert "--knn-prior" not in cluster_call("planted", out / "planted", RunOptions()).args  # default: by platform
+    prior = cluster_call("planted", out / "planted", RunOptions(knn_prior=0.0)).args
+    assert prior[prior.index("--knn-prior") + 1] == "0.0"  # 0 (the mixture's own labels) is a value, passed on
 
 
 def test_input_px_below_the_encoders_minimum_is_refused_up_front(cohort, tmp_path):

@@ -47,6 +47,7 @@ from senca.io.artifacts import (
     write_h5ad,
     write_table,
 )
+from senca.knn_prior import KNN_PRIOR_ITERATIONS
 
 log = logging.getLogger("senca")
 
@@ -60,6 +61,9 @@ PLATFORM_CLUSTER_METHOD = {"st": "ward", "visium": "gmm"}
 # The substitute view's weight beside S (--view-weight; docs/method.md, round 17): on Visium clustering
 # [S, 2 x view] gained +0.020 +- 0.007 ARI over S alone (DLPFC, 5 seeds); on legacy ST it tied, so S alone (the paper).
 PLATFORM_VIEW_WEIGHT = {"st": 0.0, "visium": 2.0}
+# The kNN Potts prior after the mixture (--knn-prior; senca.knn_prior, docs/method.md round 26): on Visium +0.022
+# ARI on DLPFC (beta 16 over 30 neighbours, every one of ten seeds); legacy ST clusters by Ward, so none.
+PLATFORM_KNN_PRIOR = {"st": 0.0, "visium": 16.0}
 MICRO_CLUSTERS = 1_000  # level 1 of Ward above EXACT_WARD_MAX_SPOTS (10^5 spots: 4 s, same ARI as constrained Ward)
 MICRO_BATCH = 4_096  # mini-batch k-means batch size
 UMAP_SPECTRAL_MAX_SPOTS = EXACT_WARD_MAX_SPOTS  # above: UMAP starts from PCA(2) of S
@@ -466,9 +470,19 @@ def resolve_view_weight(option: float | None, spots_meta: dict[str, Any], has_vi
     return weight, "platform default"
 
 
+def resolve_knn_prior(option: float | None, spots_meta: dict[str, Any]) -> tuple[float, str]:
+    """The kNN prior's weight after the mixture and where it came from: ``--knn-prior``, else the platform's."""
+    if option is not None:
+        if not np.isfinite(option) or option < 0:
+            raise SencaError(f"--knn-prior must be a number >= 0, got {option}")
+        return float(option), "option"
+    return PLATFORM_KNN_PRIOR.get(str(spots_meta.get("defaults_platform")), 0.0), "platform default"
+
+
 def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n_clusters: int | None = None,
                   image: str | Path | None = None, seed: int = 0, method: str | None = None,
-                  view_weight: float | None = None, gmm_inits: int | None = None) -> ClusterResult:
+                  view_weight: float | None = None, gmm_inits: int | None = None,
+                  knn_prior: float | None = None) -> ClusterResult:
     """Cluster one slide's S (tied GMM or Ward); build clusters table, figures and the final AnnData.
 
     The Ward tree and its dendrogram are built either way (the paper's agglomerative view of S); with
@@ -483,6 +497,8 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
 
     if gmm_inits is not None and gmm_inits < 1:  # before any file is read or tree built
         raise SencaError(f"--gmm-inits must be >= 1, got {gmm_inits}")
+    if knn_prior is not None and not (np.isfinite(knn_prior) and knn_prior >= 0):
+        raise SencaError(f"--knn-prior must be a number >= 0, got {knn_prior}")
     embeddings, spots, h5ad = Path(embeddings), Path(spots), Path(h5ad)
     spots_df, spots_meta = read_table(spots, "spots")
     emb_df, emb_meta = read_table(embeddings, "embeddings")
@@ -531,18 +547,21 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
         log.info("n_clusters chosen automatically: k=%d (largest silhouette of %s over k=%d..%d: %s)", k, what,
                  min(auto_scores), max(auto_scores), ", ".join(f"{kk}:{v:.3f}" for kk, v in auto_scores.items()))
     method = resolve_method(method, spots_meta)
-    if gmm_inits is not None and method != "gmm":
-        log.warning("%s: --gmm-inits %d has no effect: the flat clusters are Ward's cut (--method gmm uses it)",
-                    sample, gmm_inits)
+    for name, given in (("--gmm-inits", gmm_inits), ("--knn-prior", knn_prior)):
+        if given is not None and method != "gmm":
+            log.warning("%s: %s %g has no effect: the flat clusters are Ward's cut (--method gmm uses it)",
+                        sample, name, given)
+    prior, prior_source = resolve_knn_prior(knn_prior, spots_meta)
     mixture = None
     if method == "gmm":
-        mixture = tied_gmm(X, k, seed=seed, n_init=gmm_inits)
+        mixture = tied_gmm(X, k, seed=seed, n_init=gmm_inits, knn_prior=prior)
         assignment = mixture.labels
     else:
         assignment = cut_tree(tree, k)
     log.info("%s: %d spots -> %d clusters of %s (n_clusters from %s, %s)", sample, n, k, what, source,
-             f"tied GMM on its PCA {mixture.n_pcs}, best of {mixture.n_init} inits by likelihood" if mixture
-             else f"Ward {tree.method}")
+             f"tied GMM on its PCA {mixture.n_pcs}, best of {mixture.n_init} inits by likelihood"
+             + (f", kNN prior {mixture.knn_prior:g} over {mixture.knn_neighbours} neighbours moved "
+                f"{mixture.prior_moved} spots" if mixture.knn_prior else "") if mixture else f"Ward {tree.method}")
 
     run_umap(adata, X, seed)
 
@@ -570,7 +589,10 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
         "ward": tree.method,
         "method": method,
         "gmm": {"n_pcs": mixture.n_pcs, "n_init": mixture.n_init, "log_likelihood": mixture.log_likelihood,
-                "bic": mixture.bic, "converged": mixture.converged} if mixture else None,
+                "bic": mixture.bic, "converged": mixture.converged,
+                "knn_prior": {"beta": mixture.knn_prior, "source": prior_source, "neighbours": mixture.knn_neighbours,
+                              "iterations": KNN_PRIOR_ITERATIONS if mixture.knn_prior else 0,
+                              "spots_moved": mixture.prior_moved}} if mixture else None,
         "embedding_dim": int(S.shape[1]),
         "clustered": {"on": what, "view_weight": weight, "view_weight_source": weight_source,
                       "view_dim": int(view.shape[1]) if view is not None else 0, "dim": int(X.shape[1])},
@@ -585,7 +607,7 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
     provenance = Provenance(
         "clusters", sample, "cluster",
         params={"n_clusters": n_clusters, "image": image, "seed": seed, "method": method, "view_weight": view_weight,
-                "gmm_inits": gmm_inits,
+                "gmm_inits": gmm_inits, "knn_prior": knn_prior,
                 "exact_ward_max_spots": EXACT_WARD_MAX_SPOTS, "umap_neighbors": UMAP_NEIGHBORS,
                 "micro_clusters": tree.n_micro},
         inputs={"embeddings": file_checksum(embeddings), "spots": file_checksum(spots), "h5ad": file_checksum(h5ad)},

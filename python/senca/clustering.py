@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from senca.knn_prior import KNN_PRIOR_NEIGHBOURS, refine_with_knn_prior
+
 CLUSTER_METHODS = ("gmm", "ward")
 GMM_PCS = 20  # principal components of S the mixture is fitted on (GraphST's mclust input: PCA 20)
 # Starts of the mixture (k-means-started; the most likely wins). More starts find likelier fits and, on DLPFC,
@@ -36,6 +38,9 @@ class MixtureFit:
     n_pcs: int
     n_init: int
     converged: bool
+    knn_prior: float = 0.0      # beta of the kNN Potts prior fitted after the mixture (0: the mixture's own labels)
+    knn_neighbours: int = 0
+    prior_moved: int = 0        # spots whose component the prior changed (likelihood and BIC are the mixture's)
 
 
 def principal_components(S: np.ndarray, n_pcs: int, seed: int = 0) -> np.ndarray:
@@ -58,14 +63,17 @@ def default_gmm_inits(n_spots: int) -> int:
     return int(min(GMM_INITS, max(GMM_MIN_INITS, GMM_START_SPOTS // max(n_spots, 1))))
 
 
-def tied_gmm(S: np.ndarray, k: int, seed: int = 0, n_init: int | None = None, n_pcs: int = GMM_PCS) -> MixtureFit:
+def tied_gmm(S: np.ndarray, k: int, seed: int = 0, n_init: int | None = None, n_pcs: int = GMM_PCS,
+             knn_prior: float = 0.0, knn_neighbours: int = KNN_PRIOR_NEIGHBOURS) -> MixtureFit:
     """Fit a tied-covariance Gaussian mixture with ``k`` components to PCA(``n_pcs``) of S.
 
     ``n_init`` (default: ``default_gmm_inits``) k-means-started fits drawn from ``seed`` are searched at
     once (senca.gmm_search: scikit-learn's EM step for step, ~5x less time a start on a Visium slide) and
     the most likely (label-free) is finished by scikit-learn's ``GaussianMixture`` from its parameters:
-    labels, likelihood, BIC and the converged flag are scikit-learn's. Components are renumbered by
-    decreasing size, so equal partitions give equal label vectors.
+    likelihood, BIC and the converged flag are scikit-learn's, and so are the labels unless ``knn_prior``
+    > 0, which then refits the labels with a Potts prior of that weight over the same PCs' kNN graph
+    (senca.knn_prior). Components are renumbered by decreasing size, so equal partitions give equal
+    label vectors.
     """
     from sklearn.mixture import GaussianMixture
     from threadpoolctl import threadpool_limits
@@ -88,7 +96,12 @@ def tied_gmm(S: np.ndarray, k: int, seed: int = 0, n_init: int | None = None, n_
                                 random_state=seed)
         labels = model.fit_predict(X)
         log_likelihood, bic = float(model.score(X)), float(model.bic(X))
-    return MixtureFit(relabel_by_size(labels), log_likelihood, bic, X.shape[1], n_init, bool(model.converged_))
+        moved = 0
+        if knn_prior > 0:
+            refined = refine_with_knn_prior(X, labels, knn_prior, knn_neighbours, reg_covar=GMM_REG_COVAR, seed=seed)
+            moved, labels = int((refined != labels).sum()), refined
+    return MixtureFit(relabel_by_size(labels), log_likelihood, bic, X.shape[1], n_init, bool(model.converged_),
+                      float(knn_prior), int(knn_neighbours) if knn_prior > 0 else 0, moved)
 
 
 def _symmetric_inverse(covariance: np.ndarray) -> np.ndarray:

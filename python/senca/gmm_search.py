@@ -139,13 +139,14 @@ def m_step(X: np.ndarray, scatter: np.ndarray, resp: np.ndarray, reg_covar: floa
     return TiedParameters(nk / len(X), means, cov)
 
 
-def e_step(X: np.ndarray, scatter: np.ndarray, params: TiedParameters) -> tuple[np.ndarray, np.ndarray]:
-    """Responsibilities (B, k, N) and each start's mean per-spot log-likelihood (B,).
+def component_logits(X: np.ndarray, params: TiedParameters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The part of log(weight_j N(x | mean_j, cov)) that differs between components: (B, k, N) logits
+    log w_j - mean_j' P mean_j / 2 + mean_j' P x, with the precision P (B, d, d) and log sqrt det(cov) (B,).
 
-    With a shared covariance the term x' P x is the same for every component: it cancels from the
-    responsibilities and its mean over spots is trace(P X'X) / N, so no (B, N, d) whitened copy is made.
+    With a shared covariance the term x' P x is the same for every component, so it is left out: it cancels
+    from the responsibilities (and from any per-component prior added to these logits, senca.knn_prior).
     """
-    n, d = X.shape
+    d = X.shape[1]
     chol = np.linalg.cholesky(params.covariance)                                    # (B, d, d)
     eye = np.broadcast_to(np.eye(d), chol.shape)
     precision = np.linalg.solve(chol.transpose(0, 2, 1), np.linalg.solve(chol, eye))  # (B, d, d)
@@ -154,6 +155,17 @@ def e_step(X: np.ndarray, scatter: np.ndarray, params: TiedParameters) -> tuple[
     offset = np.log(params.weights) - 0.5 * np.einsum("bkd,bkd->bk", params.means, pm)
     logits = _rows_times(pm, X.T)                                                   # (B, k, N)
     logits += offset[:, :, None]
+    return logits, precision, log_det
+
+
+def e_step(X: np.ndarray, scatter: np.ndarray, params: TiedParameters) -> tuple[np.ndarray, np.ndarray]:
+    """Responsibilities (B, k, N) and each start's mean per-spot log-likelihood (B,).
+
+    The x' P x term left out of :func:`component_logits` has the mean trace(P X'X) / N over spots, so no
+    (B, N, d) whitened copy is made.
+    """
+    n, d = X.shape
+    logits, precision, log_det = component_logits(X, params)
     top = logits.max(axis=1)                                                        # (B, N)
     logits -= top[:, None, :]
     np.exp(logits, out=logits)

@@ -61,6 +61,7 @@ class RunOptions:
     paper: bool = False  # --paper: the paper's literal settings on every platform (PAPER_ARGS)
     view_weight: float | None = None  # --view-weight for the cluster stage (None: its platform default)
     gmm_inits: int | None = None  # --gmm-inits for the cluster stage (None: its default, senca.clustering.default_gmm_inits)
+    knn_prior: float | None = None  # --knn-prior for the cluster stage (None: its platform default)
 
 
 # `senca run --paper`: the paper's own choices where senca's platform defaults depart (docs/method.md)
@@ -68,7 +69,7 @@ PAPER_ARGS = {"preprocess": ("--hvg-flavor", "seurat", "--hvg-values", "log1p"),
                                                                   "--substitute-hops", "2", "--image-pcs", "0", "--input-pcs", "0",
                                                                   "--image-only"),
               "embed-patches": ("--input-px", "224"),  # the encoders' own input, even for small lowres patches
-              "cluster": ("--method", "ward", "--view-weight", "0")}
+              "cluster": ("--method", "ward", "--view-weight", "0", "--knn-prior", "0")}
 
 
 # train-senca options that `senca run` sets itself: --train-args may not override them
@@ -173,7 +174,7 @@ def cluster_call(s: str, slide_dir: Path, opts: RunOptions) -> StageCall:
     embeddings, spots, h5ad = slide_dir / f"{s}.embeddings.parquet", slide_dir / f"{s}.spots.parquet", slide_dir / f"{s}.h5ad"
     args = _with_paper("cluster", ["--embeddings", str(embeddings), "--spots", str(spots), "--h5ad", str(h5ad),
                                    "--seed", str(opts.seed), *_flag("--view-weight", opts.view_weight),
-                                   *_flag("--gmm-inits", opts.gmm_inits)], opts)
+                                   *_flag("--gmm-inits", opts.gmm_inits), *_flag("--knn-prior", opts.knn_prior)], opts)
     outputs = [slide_dir / f"{s}.{name}" for name in
                ("clusters.parquet", "dendrogram.png", "clusters.png", "umap.png", "senca.h5ad")]
     return StageCall("cluster", args, [embeddings, spots, h5ad], outputs)

@@ -21,9 +21,9 @@ from senca.plots import ensure_scanpy_image_key
 @click.option("--image", type=click.Path(dir_okay=False), default=None,
               help="H&E image for the figures and uns['spatial'] [default: the one preprocess recorded].")
 @click.option("--method", type=click.Choice(["gmm", "ward"]), default=None,
-              help="Flat clusters: ward = the Ward tree's cut (paper), gmm = tied Gaussian mixture on PCA 20 of S, "
-                   "best of 50 inits by likelihood [default: ward for legacy ST, gmm for Visium]. The Ward tree "
-                   "and dendrogram are written either way.")
+              help="Flat clusters: ward = the Ward tree's cut (paper), gmm = tied Gaussian mixture on PCA 20 of what "
+                   "is clustered, the most likely of --gmm-inits starts [default: ward for legacy ST, gmm for Visium]. "
+                   "The Ward tree and dendrogram are written either way.")
 @click.option("--view-weight", type=click.FloatRange(min=0), default=None,
               help="Cluster [S, W x substitute view] (each block at unit root mean variance; the view is the "
                    "expression's smoothed PCA that train-senca writes beside S) instead of S alone; 0: S alone "
@@ -32,11 +32,17 @@ from senca.plots import ensure_scanpy_image_key
               help="Starts of the tied Gaussian mixture (--method gmm), searched at once; the most likely fit wins. "
                    "More starts find likelier fits (docs/method.md, round 25) [default: 400 up to 5,000 spots, "
                    "2,000,000 / spots above, at least 50].")
+@click.option("--knn-prior", type=click.FloatRange(min=0), default=None,
+              help="After the mixture (--method gmm), refit its labels with a Potts prior of this weight over each "
+                   "spot's 30 nearest spots in the same PCs (mean-field EM), so clusters follow the data's graph "
+                   "rather than the mixture's ellipsoids; 0: the mixture's own labels [default: 16 for Visium, 0 "
+                   "for legacy ST; docs/method.md, round 26].")
 @seed_option
 @outdir_option
 @quiet_option
 @user_errors
-def cluster(embeddings, spots, h5ad, n_clusters, image, method, view_weight, gmm_inits, seed, outdir, quiet):
+def cluster(embeddings, spots, h5ad, n_clusters, image, method, view_weight, gmm_inits, knn_prior, seed, outdir,
+            quiet):
     """Cluster S with agglomerative (Ward) clustering and save the dendrogram.
 
     Writes {s}.clusters.parquet, {s}.dendrogram.png, {s}.clusters.png, {s}.umap.png and
@@ -47,7 +53,7 @@ def cluster(embeddings, spots, h5ad, n_clusters, image, method, view_weight, gmm
     setup_logging(quiet)
     result = cluster_slide(Path(embeddings), Path(spots), Path(h5ad), n_clusters=n_clusters,
                            image=Path(image) if image else None, seed=seed, method=method,
-                           view_weight=view_weight, gmm_inits=gmm_inits)
+                           view_weight=view_weight, gmm_inits=gmm_inits, knn_prior=knn_prior)
     ensure_scanpy_image_key(result.adata, result.sample)  # image-less: sc.pl.spatial's default call must work
     paths = write_cluster_outputs(result, Path(outdir))
     log.info("%s: %d clusters (%s); wrote %s", result.sample, result.n_clusters, result.source,

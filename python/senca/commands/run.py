@@ -41,6 +41,9 @@ from senca.pipeline import SUMMARY_RESULT, RunOptions, check_train_args, run_sam
 @click.option("--gmm-inits", type=click.IntRange(min=1), default=None,
               help="Starts of the tied Gaussian mixture (senca cluster --gmm-inits): more find likelier fits, at "
                    "more time [default: 400 up to 5,000 spots, fewer above, at least 50].")
+@click.option("--knn-prior", type=click.FloatRange(min=0), default=None,
+              help="Weight of the kNN Potts prior refitted after the mixture (senca cluster --knn-prior); 0: the "
+                   "mixture's own labels [default: 16 for Visium, 0 for legacy ST].")
 @click.option("--paper", is_flag=True,
               help="The paper's literal settings on every platform: seurat HVGs, no gene scaling, D reconstructs "
                    "[R, H], patches at the encoder's 224 px, Ward clusters of S alone; an option given explicitly wins "
@@ -51,7 +54,7 @@ from senca.pipeline import SUMMARY_RESULT, RunOptions, check_train_args, run_sam
 @quiet_option
 @user_errors
 def run(samplesheet, outdir, jobs, encoder, weights, input_px, epochs, k, n_hvg, train_args, image_choice, normalised,
-        view_weight, gmm_inits, paper, resume, device, seed, quiet):
+        view_weight, gmm_inits, knn_prior, paper, resume, device, seed, quiet):
     """Run every stage for every slide of SAMPLESHEET on this machine.
 
     Same commands and output layout as the Nextflow pipeline; failed slides are reported and the
@@ -66,7 +69,7 @@ def run(samplesheet, outdir, jobs, encoder, weights, input_px, epochs, k, n_hvg,
     opts = RunOptions(encoder=encoder, weights=weights, input_px=input_px, epochs=epochs, device=device, seed=seed, k=k,
                       n_hvg=n_hvg, resume=resume, quiet=quiet, train_args=extra, image_choice=image_choice,
                       normalised=normalised, paper=paper, view_weight=view_weight,
-                      gmm_inits=gmm_inits)
+                      gmm_inits=gmm_inits, knn_prior=knn_prior)
     results = run_samplesheet(samplesheet, outdir, opts, jobs)
     slides = [r for r in results if r.sample != SUMMARY_RESULT]
     for r in slides:  # the reason of a failure is in the one Error line below, not repeated here
