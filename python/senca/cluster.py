@@ -471,10 +471,9 @@ def resolve_view_weight(option: float | None, spots_meta: dict[str, Any], has_vi
 
 
 def resolve_knn_prior(option: float | None, spots_meta: dict[str, Any]) -> tuple[float, str]:
-    """The kNN prior's weight after the mixture and where it came from: ``--knn-prior``, else the platform's."""
+    """The kNN prior's weight after the mixture and where it came from: ``--knn-prior`` (checked by
+    :func:`cluster_slide` before any file is read), else the platform's."""
     if option is not None:
-        if not np.isfinite(option) or option < 0:
-            raise SencaError(f"--knn-prior must be a number >= 0, got {option}")
         return float(option), "option"
     return PLATFORM_KNN_PRIOR.get(str(spots_meta.get("defaults_platform")), 0.0), "platform default"
 
