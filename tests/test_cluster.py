@@ -375,16 +375,19 @@ def test_gmm_inits_reach_the_mixture(view_slide, tmp_path):
 
 
 def test_knn_prior_after_the_mixture(view_slide, slide, tmp_path):
-    """Visium's default refits the mixture's labels with the kNN prior (beta 16 over 30 neighbours, recorded with the
-    spots it moved); --knn-prior 0 gives the mixture's own labels, legacy ST's default; Ward says it ignores it."""
+    """Visium's default refits the mixture's labels with the kNN prior (beta 16 over one neighbour per 120 spots,
+    recorded with the spots it moved); --knn-prior 0 gives the mixture's own labels, legacy ST's default; Ward says
+    it ignores it."""
     from senca.cluster import cluster_slide
+    from senca.knn_prior import default_neighbours
 
     visium = rewrite_spots(slide["spots"], tmp_path / "visium" / "syn.spots.parquet", defaults_platform="visium")
     st = rewrite_spots(slide["spots"], tmp_path / "st" / "syn.spots.parquet", defaults_platform="st")
     default = cluster_slide(view_slide["embeddings"], visium, slide["h5ad"])
     prior = default.provenance.extra["gmm"]["knn_prior"]
     assert prior["beta"] == 16.0 and prior["source"] == "platform default"
-    assert prior["neighbours"] == 30 and prior["iterations"] == 10 and prior["spots_moved"] >= 0
+    assert prior["neighbours"] == default_neighbours(view_slide["n"]) and prior["iterations"] == 10
+    assert prior["spots_moved"] >= 0
     assert adjusted_rand_score(view_slide["truth"], default.clusters["cluster"]) > 0.9
     off = cluster_slide(view_slide["embeddings"], visium, slide["h5ad"], knn_prior=0.0)
     legacy = cluster_slide(view_slide["embeddings"], st, slide["h5ad"], method="gmm", view_weight=2.0)

@@ -80,3 +80,14 @@ def test_tiny_inputs_do_not_break():
     X = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
     assert knn_graph(X[:1], 5).nnz == 0
     assert refine_with_knn_prior(X, np.array([0, 0, 1, 1]), 16.0, 30, iterations=3).tolist() == [0, 0, 1, 1]
+
+
+def test_the_graphs_size_follows_the_slide():
+    """One neighbour per 120 spots, 5 to 30: DLPFC's ~3,650 spots get 30, a 782-spot crop 6, big slides 30."""
+    from senca.knn_prior import default_neighbours
+
+    assert default_neighbours(3_639) == 30 and default_neighbours(3_673) == 30
+    assert default_neighbours(782) == 6 and default_neighbours(300) == 5 and default_neighbours(100_000) == 30
+    X, _ = overlapping(seed=4, n=600)
+    fit = tied_gmm(X, 4, seed=0, n_init=5, knn_prior=8.0)
+    assert fit.knn_neighbours == 5  # 600 // 120

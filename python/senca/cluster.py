@@ -62,7 +62,7 @@ PLATFORM_CLUSTER_METHOD = {"st": "ward", "visium": "gmm"}
 # [S, 2 x view] gained +0.020 +- 0.007 ARI over S alone (DLPFC, 5 seeds); on legacy ST it tied, so S alone (the paper).
 PLATFORM_VIEW_WEIGHT = {"st": 0.0, "visium": 2.0}
 # The kNN Potts prior after the mixture (--knn-prior; senca.knn_prior, docs/method.md round 26): on Visium +0.022
-# ARI on DLPFC (beta 16 over 30 neighbours, every one of ten seeds); legacy ST clusters by Ward, so none.
+# ARI on DLPFC (beta 16 over 30 neighbours there, every one of ten seeds); legacy ST clusters by Ward, so none.
 PLATFORM_KNN_PRIOR = {"st": 0.0, "visium": 16.0}
 MICRO_CLUSTERS = 1_000  # level 1 of Ward above EXACT_WARD_MAX_SPOTS (10^5 spots: 4 s, same ARI as constrained Ward)
 MICRO_BATCH = 4_096  # mini-batch k-means batch size

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from senca.knn_prior import KNN_PRIOR_NEIGHBOURS, refine_with_knn_prior
+from senca.knn_prior import default_neighbours, refine_with_knn_prior
 
 CLUSTER_METHODS = ("gmm", "ward")
 GMM_PCS = 20  # principal components of S the mixture is fitted on (GraphST's mclust input: PCA 20)
@@ -64,7 +64,7 @@ def default_gmm_inits(n_spots: int) -> int:
 
 
 def tied_gmm(S: np.ndarray, k: int, seed: int = 0, n_init: int | None = None, n_pcs: int = GMM_PCS,
-             knn_prior: float = 0.0, knn_neighbours: int = KNN_PRIOR_NEIGHBOURS) -> MixtureFit:
+             knn_prior: float = 0.0, knn_neighbours: int | None = None) -> MixtureFit:
     """Fit a tied-covariance Gaussian mixture with ``k`` components to PCA(``n_pcs``) of S.
 
     ``n_init`` (default: ``default_gmm_inits``) k-means-started fits drawn from ``seed`` are searched at
@@ -72,8 +72,8 @@ def tied_gmm(S: np.ndarray, k: int, seed: int = 0, n_init: int | None = None, n_
     the most likely (label-free) is finished by scikit-learn's ``GaussianMixture`` from its parameters:
     likelihood, BIC and the converged flag are scikit-learn's, and so are the labels unless ``knn_prior``
     > 0, which then refits the labels with a Potts prior of that weight over the same PCs' kNN graph
-    (senca.knn_prior). Components are renumbered by decreasing size, so equal partitions give equal
-    label vectors.
+    (senca.knn_prior; ``knn_neighbours`` None: one neighbour per 120 spots, 5 to 30). Components are
+    renumbered by decreasing size, so equal partitions give equal label vectors.
     """
     from sklearn.mixture import GaussianMixture
     from threadpoolctl import threadpool_limits
@@ -98,6 +98,7 @@ def tied_gmm(S: np.ndarray, k: int, seed: int = 0, n_init: int | None = None, n_
         log_likelihood, bic = float(model.score(X)), float(model.bic(X))
         moved = 0
         if knn_prior > 0:
+            knn_neighbours = default_neighbours(len(X)) if knn_neighbours is None else knn_neighbours
             refined = refine_with_knn_prior(X, labels, knn_prior, knn_neighbours, reg_covar=GMM_REG_COVAR, seed=seed)
             moved, labels = int((refined != labels).sum()), refined
     return MixtureFit(relabel_by_size(labels), log_likelihood, bic, X.shape[1], n_init, bool(model.converged_),

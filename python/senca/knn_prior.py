@@ -21,9 +21,18 @@ from scipy import sparse
 
 from senca.gmm_search import component_logits, m_step, one_hot
 
-KNN_PRIOR_NEIGHBOURS = 30  # k of the feature-space graph (round 26: 20-50 give +0.015-0.027 at beta 8-16)
+# k of the feature-space graph: a share of the slide, not a count (round 26: on DLPFC's ~3,650 spots k 20-50 give
+# +0.015-0.027 at beta 8-16, but on the 782-spot demo band k 15-30 cost 0.008-0.010 while k 5-10 tie), so
+# k = spots // KNN_PRIOR_SPOTS_PER_NEIGHBOUR (30 on DLPFC), between KNN_PRIOR_MIN and KNN_PRIOR_MAX
+KNN_PRIOR_SPOTS_PER_NEIGHBOUR = 120
+KNN_PRIOR_MIN, KNN_PRIOR_MAX = 5, 30
 KNN_PRIOR_ITERATIONS = 10  # mean-field EM rounds (round 26: 30 rounds add +0.005 at k 20; the reach grows with rounds)
 EXACT_KNN_MAX_SPOTS = 100_000  # exact neighbours up to here, NN-descent above (senca.cluster's UMAP graph: the same)
+
+
+def default_neighbours(n_spots: int) -> int:
+    """The prior's k for a slide of ``n_spots``: one neighbour per 120 spots, 5 to 30 (30 from 3,600 spots)."""
+    return int(min(KNN_PRIOR_MAX, max(KNN_PRIOR_MIN, n_spots // KNN_PRIOR_SPOTS_PER_NEIGHBOUR)))
 
 
 def knn_graph(X: np.ndarray, n_neighbors: int, seed: int = 0) -> sparse.csr_matrix:
@@ -49,15 +58,17 @@ def knn_graph(X: np.ndarray, n_neighbors: int, seed: int = 0) -> sparse.csr_matr
     return sparse.csr_matrix((np.full(n * k, 1.0 / k), (rows, neighbours.ravel())), shape=(n, n))
 
 
-def refine_with_knn_prior(X: np.ndarray, labels: np.ndarray, beta: float, n_neighbors: int = KNN_PRIOR_NEIGHBOURS,
+def refine_with_knn_prior(X: np.ndarray, labels: np.ndarray, beta: float, n_neighbors: int | None = None,
                           iterations: int = KNN_PRIOR_ITERATIONS, reg_covar: float = 1e-5, seed: int = 0) -> np.ndarray:
     """Labels of X after mean-field EM of a tied mixture with a Potts prior over X's kNN graph.
 
     Starts from the mixture's hard ``labels`` (k = labels.max() + 1 components). Each round: the tied M step
     from the current responsibilities q, then q_ij proportional to w_j N(x_i | mean_j, cov) exp(beta *
-    mean of q_.j over i's neighbours). ``beta`` 0 is plain tied EM from the labels.
+    mean of q_.j over i's neighbours). ``beta`` 0 is plain tied EM from the labels. ``n_neighbors``: the
+    graph's k (default :func:`default_neighbours`).
     """
     X = np.asarray(X, dtype=np.float64)
+    n_neighbors = default_neighbours(len(X)) if n_neighbors is None else n_neighbors
     k = int(labels.max()) + 1
     graph = knn_graph(X, n_neighbors, seed) if beta > 0 else None
     scatter = X.T @ X

@@ -34,7 +34,7 @@ from senca.plots import ensure_scanpy_image_key
                    "2,000,000 / spots above, at least 50].")
 @click.option("--knn-prior", type=click.FloatRange(min=0), default=None,
               help="After the mixture (--method gmm), refit its labels with a Potts prior of this weight over each "
-                   "spot's 30 nearest spots in the same PCs (mean-field EM), so clusters follow the data's graph "
+                   "spot's nearest spots in the same PCs (one per 120 spots, 5 to 30; mean-field EM), so clusters follow the data's graph "
                    "rather than the mixture's ellipsoids; 0: the mixture's own labels [default: 16 for Visium, 0 "
                    "for legacy ST; docs/method.md, round 26].")
 @seed_option
