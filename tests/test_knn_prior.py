@@ -91,3 +91,14 @@ def test_the_graphs_size_follows_the_slide():
     X, _ = overlapping(seed=4, n=600)
     fit = tied_gmm(X, 4, seed=0, n_init=5, knn_prior=8.0)
     assert fit.knn_neighbours == 5  # 600 // 120
+
+
+def test_neighbour_lists_from_an_approximate_search_become_an_averaging_matrix():
+    """NN-descent's lists (above 10^5 spots) may hold the spot itself or -1: both are dropped, k kept, rows sum to 1."""
+    from senca.knn_prior import mean_over_neighbours
+
+    lists = np.array([[0, 1, 2, 3], [2, 1, 0, -1], [2, -1, -1, -1], [1, 0, 2, 3]])
+    graph = mean_over_neighbours(lists, 2).toarray()
+    np.testing.assert_allclose(graph, [[0, 0.5, 0.5, 0], [0.5, 0, 0.5, 0], [0, 0, 0, 0], [0.5, 0.5, 0, 0]])
+    exact_like = np.argsort(((np.arange(6.0)[:, None] - np.arange(6.0)[None, :]) ** 2), axis=1, kind="stable")
+    assert (mean_over_neighbours(exact_like, 3).sum(axis=1) == 1).all()

@@ -51,11 +51,23 @@ def knn_graph(X: np.ndarray, n_neighbors: int, seed: int = 0) -> sparse.csr_matr
     else:
         from pynndescent import NNDescent
 
-        index = NNDescent(X, n_neighbors=k + 1, random_state=seed, n_jobs=1)
-        found = index.neighbor_graph[0]
-        neighbours = np.stack([row[row != i][:k] for i, row in enumerate(found)])
-    rows = np.repeat(np.arange(n), k)
-    return sparse.csr_matrix((np.full(n * k, 1.0 / k), (rows, neighbours.ravel())), shape=(n, n))
+        neighbours = NNDescent(X, n_neighbors=k + 1, random_state=seed, n_jobs=1).neighbor_graph[0]
+    return mean_over_neighbours(neighbours, k)
+
+
+def mean_over_neighbours(neighbours: np.ndarray, k: int) -> sparse.csr_matrix:
+    """(N, N) sparse averaging matrix from each row's neighbour ids ((N, m) array, nearest first): the first ``k``
+    valid ids other than the row itself, weight 1 / their number. An approximate search may return the row itself
+    or -1 (no neighbour found); both are dropped, so every row of the matrix still sums to 1 (0 if none is left).
+    """
+    n = len(neighbours)
+    ids = np.asarray(neighbours, dtype=np.int64)
+    valid = (ids >= 0) & (ids != np.arange(n)[:, None])
+    valid &= np.cumsum(valid, axis=1) <= k
+    rows = np.nonzero(valid)[0]
+    counts = np.bincount(rows, minlength=n)
+    weights = 1.0 / counts[rows]
+    return sparse.csr_matrix((weights, (rows, ids[valid])), shape=(n, n))
 
 
 def refine_with_knn_prior(X: np.ndarray, labels: np.ndarray, beta: float, n_neighbors: int | None = None,
