@@ -335,11 +335,13 @@ def smoothed_pca_gmm(slide_dir: Path, sample: str, k: int, seed: int) -> np.ndar
     """
     from senca.clustering import tied_gmm
 
-    return tied_gmm(smoothed_view(slide_dir, sample), k, seed=seed, n_init=FLOOR_GMM_INITS).labels
+    view, _ = smoothed_view(slide_dir, sample)
+    return tied_gmm(view, k, seed=seed, n_init=FLOOR_GMM_INITS).labels
 
 
-def smoothed_view(slide_dir: Path, sample: str) -> np.ndarray:
-    """The floor's features: the slide's HVGs (scaled as the platform scales them) averaged over FLOOR_HOPS, PCA 32."""
+def smoothed_view(slide_dir: Path, sample: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """The floor's features: the slide's HVGs (scaled as the platform scales them) averaged over FLOOR_HOPS, PCA 32;
+    and the spots' metadata they were read with (the platform's defaults)."""
     from senca.io.artifacts import read_table
     from senca.substitute import image_substitute
     from senca.tiling import build_slide_graph
@@ -353,7 +355,7 @@ def smoothed_view(slide_dir: Path, sample: str) -> np.ndarray:
     edges = graph[graph["source"] != graph["target"]]
     slide_graph = build_slide_graph(edges["source"].to_numpy(np.int64), edges["target"].to_numpy(np.int64), len(X))
     view, _ = image_substitute(X, slide_graph, FLOOR_HOPS, TrainConfig().substitute_dim)
-    return view
+    return view, spots_meta
 
 
 def smoothed_pca_gmm_prior(slide_dir: Path, sample: str, k: int, seed: int) -> np.ndarray:
@@ -362,10 +364,8 @@ def smoothed_pca_gmm_prior(slide_dir: Path, sample: str, k: int, seed: int) -> n
     clustering adds to any representation, so "training adds over the floor" is still read against this row."""
     from senca.cluster import resolve_knn_prior
     from senca.clustering import tied_gmm
-    from senca.io.artifacts import read_table
 
-    _, spots_meta = read_table(slide_dir / f"{sample}.spots.parquet", "spots")
-    view = smoothed_view(slide_dir, sample)
+    view, spots_meta = smoothed_view(slide_dir, sample)
     prior, _ = resolve_knn_prior(None, spots_meta)
     return tied_gmm(view, k, seed=seed, n_init=FLOOR_GMM_INITS, knn_prior=prior).labels
 
@@ -412,9 +412,8 @@ UNTRAINED = "SENCA-st untrained"
 # the floor is fitted once per slide (GMM seed 0, FLOOR_GMM_INITS): with the batched search (senca.gmm_search)
 # its ARI is the same to 3 decimals over GMM seeds 0-4 on both DLPFC slides (method.md, round 25; with
 # scikit-learn's sequential starts seed 2 had stopped in a lower-likelihood basin on 151673, round 12)
-PEERS = [Peer("PCA+Ward", pca_ward, seeded=False), Peer("smoothed PCA + GMM", smoothed_pca_gmm, seeded=False),
-         Peer(FLOOR_PRIOR, smoothed_pca_gmm_prior, seeded=False),
-         Peer("SENCA-st untrained", senca_untrained, seeded=True)]
+PEERS = [Peer("PCA+Ward", pca_ward, seeded=False), Peer(FLOOR, smoothed_pca_gmm, seeded=False),
+         Peer(FLOOR_PRIOR, smoothed_pca_gmm_prior, seeded=False), Peer(UNTRAINED, senca_untrained, seeded=True)]
 
 
 def score_peer(peer: Peer, slide_dir: Path, sample: str, seed: int) -> dict[str, Any]:
@@ -529,8 +528,6 @@ def ablation_table(long: pd.DataFrame) -> pd.DataFrame:
                          "ARI": pm(per_seed["ari"]), "NMI": pm(per_seed["nmi"]),
                          "ARI median over slides": f"{c.groupby('slide')['ari'].mean().median():.3f}"})
     return pd.DataFrame(rows)
-
-
 
 
 def training_adds_table(long: pd.DataFrame) -> pd.DataFrame:

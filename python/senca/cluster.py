@@ -557,10 +557,13 @@ def cluster_slide(embeddings: str | Path, spots: str | Path, h5ad: str | Path, n
         assignment = mixture.labels
     else:
         assignment = cut_tree(tree, k)
-    log.info("%s: %d spots -> %d clusters of %s (n_clusters from %s, %s)", sample, n, k, what, source,
-             f"tied GMM on its PCA {mixture.n_pcs}, best of {mixture.n_init} inits by likelihood"
-             + (f", kNN prior {mixture.knn_prior:g} over {mixture.knn_neighbours} neighbours moved "
-                f"{mixture.prior_moved} spots" if mixture.knn_prior else "") if mixture else f"Ward {tree.method}")
+    how = f"Ward {tree.method}"
+    if mixture:
+        how = f"tied GMM on its PCA {mixture.n_pcs}, best of {mixture.n_init} inits by likelihood"
+        if mixture.knn_prior:
+            how += (f", kNN prior {mixture.knn_prior:g} over {mixture.knn_neighbours} neighbours moved "
+                    f"{mixture.prior_moved} spots")
+    log.info("%s: %d spots -> %d clusters of %s (n_clusters from %s, %s)", sample, n, k, what, source, how)
 
     run_umap(adata, X, seed)
 
