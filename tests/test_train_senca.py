@@ -11,6 +11,7 @@ from sklearn.cluster import AgglomerativeClustering
 from sklearn.metrics import adjusted_rand_score
 
 from senca.commands.train_senca import train_senca
+from senca.errors import SencaError
 from senca.io.artifacts import (
     Provenance,
     embedding_frame,
@@ -299,6 +300,29 @@ def test_gene_scale_default_follows_the_platform(synthetic_preprocessed, tmp_pat
     st = run([*base_args(synthetic_preprocessed), "--epochs", "1", "--outdir", tmp_path / "st", "--quiet"])
     st_params = read_meta(tmp_path / "st" / "syn.embeddings.parquet")["params"]
     assert st.exit_code == 0 and st_params["gene_scale"] == "none" and st_params["input_pcs"] == 0
+    # --reference-spots (round 27; off by default on every platform, the paper's fixed epochs): a slide smaller than it
+    # trains for proportionally more epochs, recorded in the metadata and the log
+    assert visium_params["reference_spots"] == 0 and st_params["reference_spots"] == 0
+    n = len(pd.read_parquet(synthetic_preprocessed["spots"]))
+    scaled = run([*base_args(prep), "--epochs", "1", "--reference-spots", "3600", "--outdir", tmp_path / "scaled", "--quiet"])
+    assert scaled.exit_code == 0, scaled.output
+    epochs_run = {name: read_meta(tmp_path / name / "syn.embeddings.parquet")["epochs"] for name in ("visium", "st", "scaled")}
+    assert epochs_run == {"visium": 1, "st": 1, "scaled": -(-3600 // n)} and n < 3600
+    logged = pd.read_parquet(tmp_path / "scaled" / "syn.train_log.parquet")["epoch"]
+    assert logged.max() + 1 == epochs_run["scaled"] and logged.min() == 0
+    assert read_meta(tmp_path / "scaled" / "syn.embeddings.parquet")["params"]["reference_spots"] == 3600
+
+
+def test_epochs_follow_the_reference_slide_size():
+    from senca.train import TrainConfig, epochs_for
+
+    visium = TrainConfig(reference_spots=3600)
+    assert epochs_for(visium, 3639) == 10 and epochs_for(visium, 3600) == 10  # a DLPFC section: the paper's 10
+    assert epochs_for(visium, 782) == 47 and epochs_for(visium, 1820) == 20 and epochs_for(visium, 100_000) == 10
+    assert epochs_for(TrainConfig(), 782) == 10  # 0: fixed epochs (legacy ST, the paper)
+    assert epochs_for(TrainConfig(epochs=3, reference_spots=3600), 900) == 12
+    with pytest.raises(SencaError, match="--reference-spots"):
+        TrainConfig(reference_spots=-1).validate()
 
 
 def test_reconstruct_views_decodes_rna_and_the_image_input(synthetic_preprocessed, patches_file, tmp_path):

@@ -88,6 +88,10 @@ _DEFAULTS = _Defaults
 @click.option("--image-hops", type=int, default=0, show_default=True,
               help="With H&E: average the patch features over each spot and its graph neighbours this many times "
                    "before the image head (0: the paper; measured in docs/method.md, round 6).")
+@click.option("--reference-spots", type=click.IntRange(min=0), default=0, show_default=True,
+              help="A slide with fewer spots trains for epochs x this / its spots (rounded up), so it gets the "
+                   "optimisation steps a slide of this size gets in --epochs (0: --epochs on every slide, the paper; "
+                   "3600, a DLPFC section, measured in docs/method.md, round 27).")
 @click.option("--graph-contrast", type=float, default=0.0, show_default=True,
               help="Weight of a corrupted-graph (DGI-style, as GraphST) contrast on R added to eq. 1 (0: the paper; "
                    "measured in docs/method.md, round 6).")
@@ -100,8 +104,9 @@ def train_senca(spots_path: Path, expr_path: Path, graph_path: Path, patches_pat
                 lambda_mse: float, temperature: float, hidden_dim: int, rna_dim: int, shared_dim: int, combine: str,
                 k: int | None, no_cross_attention: bool, no_hierarchical: bool, batch_spots: int, gene_scale: str | None,
                 reconstruct: str | None, substitute_hops: int | None, input_pcs: int | None, image_pcs: int | None,
-                image_with_substitute: bool | None, image_weight: float | None, image_hops: int, graph_contrast: float,
-                seed: int, device: str, outdir: str, quiet: bool) -> None:
+                image_with_substitute: bool | None, image_weight: float | None, image_hops: int,
+                reference_spots: int, graph_contrast: float, seed: int, device: str, outdir: str,
+                quiet: bool) -> None:
     """Train the SENCA-st model on one slide, without labels.
 
     Writes {s}.model.pt (state dict + config, loadable with weights_only=True), {s}.embeddings.parquet
@@ -120,7 +125,8 @@ def train_senca(spots_path: Path, expr_path: Path, graph_path: Path, patches_pat
     config = TrainConfig(**chosen, epochs=epochs, lr=lr, lambda_mse=lambda_mse, temperature=temperature, hidden_dim=hidden_dim,
                          rna_dim=rna_dim, shared_dim=shared_dim, combine=combine, k=k,
                          cross_attention=not no_cross_attention, hierarchical=not no_hierarchical,
-                         batch_spots=batch_spots, image_hops=image_hops, graph_contrast=graph_contrast, seed=seed,
+                         batch_spots=batch_spots, image_hops=image_hops, graph_contrast=graph_contrast,
+                         reference_spots=reference_spots, seed=seed,
                          device=device)
     config.validate()
     if inputs.image_features is None:
@@ -133,6 +139,6 @@ def train_senca(spots_path: Path, expr_path: Path, graph_path: Path, patches_pat
                           inputs.image_features, config, quiet=quiet)
     paths = write_training_outputs(result, inputs, config, outdir)
     final = ", ".join(f"{name} {value:.4g}" for name, value in result.summary["final_losses"].items())
-    log.info("%s: %d steps on %s in %.1f s; last epoch %s; S variance %.3g -> %s", inputs.sample,
-             result.summary["steps"], result.summary["device"], result.summary["train_seconds"], final,
+    log.info("%s: %d epochs, %d steps on %s in %.1f s; last epoch %s; S variance %.3g -> %s", inputs.sample,
+             result.summary["epochs"], result.summary["steps"], result.summary["device"], result.summary["train_seconds"], final,
              result.summary["embedding_var"], paths["embeddings"])
